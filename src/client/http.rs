@@ -1,0 +1,156 @@
+//! A minimal HTTP/1.1 GET: one fresh TCP connection per request, like the
+//! original client, so the client never queues requests behind each other.
+//! Only `http://` is supported: the stack serves plain HTTP.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{HeaderMap, HOST};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// A parsed `http://host:port/path?query`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: url::Url,
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    pub fn parse(raw: &str) -> Result<Target, String> {
+        let url = url::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+        if url.scheme() != "http" {
+            return Err(format!(
+                "only http:// URLs are supported, got {}://",
+                url.scheme()
+            ));
+        }
+        let host = url.host_str().ok_or("the URL has no host")?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut path_and_query = url.path().to_owned();
+        if let Some(q) = url.query() {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        Ok(Target {
+            authority: format!("{host}:{port}"),
+            path_and_query,
+            url,
+        })
+    }
+
+    /// Another path on the same server (e.g. `/pool`).
+    pub fn sibling(&self, path: &str) -> Target {
+        let mut url = self.url.clone();
+        url.set_path(path);
+        url.set_query(None);
+        Target::parse(url.as_str()).expect("derived from a valid target")
+    }
+
+    pub fn with_query(&self, key: &str, value: &str) -> Target {
+        let mut url = self.url.clone();
+        url.query_pairs_mut().append_pair(key, value);
+        Target::parse(url.as_str()).expect("derived from a valid target")
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Why no answer came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TransportError {
+    ConnectRefused,
+    ConnectFailed,
+    Timeout,
+    Reset,
+    Protocol,
+}
+
+impl TransportError {
+    /// Kind name used in the summary and the JSON report.
+    pub fn kind(self) -> &'static str {
+        match self {
+            TransportError::ConnectRefused => "connect_refused",
+            TransportError::ConnectFailed => "connect_failed",
+            TransportError::Timeout => "client_timeout",
+            TransportError::Reset => "connection_reset",
+            TransportError::Protocol => "protocol_error",
+        }
+    }
+
+    /// Words for the per-response line, e.g. `[ERR connect refused]`.
+    pub fn words(self) -> &'static str {
+        match self {
+            TransportError::ConnectRefused => "connect refused",
+            TransportError::ConnectFailed => "connect failed",
+            TransportError::Timeout => "timeout",
+            TransportError::Reset => "connection reset",
+            TransportError::Protocol => "protocol error",
+        }
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.words())
+    }
+}
+
+/// GET `target` on a new connection, giving up after `timeout`.
+pub async fn get(target: &Target, timeout: Duration) -> Result<Answer, TransportError> {
+    match tokio::time::timeout(timeout, get_inner(target)).await {
+        Ok(result) => result,
+        Err(_) => Err(TransportError::Timeout),
+    }
+}
+
+async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
+    let stream = TcpStream::connect(&target.authority)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => TransportError::ConnectRefused,
+            _ => TransportError::ConnectFailed,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| TransportError::Protocol)?;
+    let driver = tokio::spawn(conn);
+    let request = Request::get(target.path_and_query.as_str())
+        .header(HOST, target.authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| TransportError::Protocol)?;
+    let result = async {
+        let resp = sender
+            .send_request(request)
+            .await
+            .map_err(|e| classify(&e))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| classify(&e))?.to_bytes();
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+fn classify(e: &hyper::Error) -> TransportError {
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        TransportError::Reset
+    } else {
+        TransportError::Protocol
+    }
+}

@@ -1,0 +1,82 @@
+//! Driver errors sorted into what the user can act on. The sorting is by
+//! SQLSTATE where PostgreSQL gives one, so messages stay right across versions.
+
+use std::time::Duration;
+
+/// Why the database could not do what the route asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DbError {
+    /// PostgreSQL said "too many clients" (SQLSTATE 53300).
+    #[error(
+        "PostgreSQL refused a new connection: too many clients already (max_connections reached)"
+    )]
+    Refused,
+    /// No connection could be made or it broke (server down, restarting, network).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The statement ran past the server's `statement_timeout` (SQLSTATE 57014).
+    #[error("statement ran past statement_timeout ({}s)", .0.as_secs_f64())]
+    StatementTimeout(Duration),
+    /// Anything else: a bug or an unexpected server state.
+    #[error("unexpected database error: {0}")]
+    Other(String),
+}
+
+const TOO_MANY_CONNECTIONS: &str = "53300";
+const QUERY_CANCELED: &str = "57014";
+
+impl DbError {
+    /// Sorts a sqlx error; `statement_timeout` is only used for the message.
+    pub fn from_sqlx(err: &sqlx::Error, statement_timeout: Duration) -> DbError {
+        match err {
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                match code {
+                    TOO_MANY_CONNECTIONS => DbError::Refused,
+                    QUERY_CANCELED if db.message().contains("statement timeout") => {
+                        DbError::StatementTimeout(statement_timeout)
+                    }
+                    // 08: connection exception, 57P0x: admin shutdown / crash /
+                    // cannot connect now, 3D000/28xxx: wrong database or login.
+                    c if c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c.starts_with("28")
+                        || c == "3D000"
+                        || c == QUERY_CANCELED =>
+                    {
+                        DbError::Unavailable(format!("{} (SQLSTATE {c})", db.message()))
+                    }
+                    c => DbError::Other(format!("{} (SQLSTATE {c})", db.message())),
+                }
+            }
+            sqlx::Error::Io(e) => DbError::Unavailable(e.to_string()),
+            sqlx::Error::Tls(e) => DbError::Unavailable(format!("TLS: {e}")),
+            sqlx::Error::Protocol(e) => DbError::Unavailable(format!("protocol: {e}")),
+            sqlx::Error::PoolClosed => {
+                DbError::Unavailable("the pool is closed (shutting down)".into())
+            }
+            sqlx::Error::WorkerCrashed => DbError::Unavailable("connection worker crashed".into()),
+            // Never format `Configuration` errors: they can quote the URL.
+            sqlx::Error::Configuration(_) => {
+                DbError::Other("invalid connection configuration".into())
+            }
+            other => DbError::Other(other.to_string()),
+        }
+    }
+}
+
+/// A SeaORM error as text that is safe to log: connection errors are sorted
+/// like sqlx's, because SeaORM's own message for a bad URL quotes it whole.
+pub fn describe_db_err(err: &sea_orm::DbErr) -> String {
+    use sea_orm::{DbErr, RuntimeErr};
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            DbError::from_sqlx(e, Duration::ZERO).to_string()
+        }
+        DbErr::Conn(_) => "cannot connect to the database".into(),
+        other => other.to_string(),
+    }
+}

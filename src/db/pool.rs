@@ -1,0 +1,279 @@
+//! The connection pool, as SeaORM builds it over sqlx, plus the two things
+//! sqlx does not tell us:
+//!
+//! * **How many requests are waiting.** sqlx exposes only size and idle, so
+//!   every acquire goes through [`Pool::acquire`], which counts waiters.
+//! * **Why an acquire timed out.** sqlx treats "too many clients" (SQLSTATE
+//!   53300) as transient while connecting: it retries silently until the
+//!   acquire timeout and then reports only `PoolTimedOut`. When that happens
+//!   while the pool is still below its maximum, it was not busy — it could not
+//!   grow. One rate-limited direct connection attempt ([`server_info::Monitor::probe`])
+//!   tells the real cause.
+//!
+//! SQLAlchemy → sqlx: `pool_size` → `min_connections` (kept open),
+//! `pool_size + max_overflow` → `max_connections` (hard ceiling),
+//! `pool_timeout` → `acquire_timeout`, overflow idle time → `idle_timeout`
+//! (sqlx closes idle connections above `min_connections`), `pool_recycle` →
+//! `max_lifetime`. SQLAlchemy's `NullPool` has no sqlx equivalent.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use serde::Serialize;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+
+use super::errors::DbError;
+use super::server_info::{Monitor, ProbeOutcome};
+use super::APPLICATION_NAME;
+use crate::settings::DatabaseSettings;
+
+/// How often PostgreSQL checks, during a running statement, whether the
+/// client went away. An abandoned request's connection is closed (see
+/// [`Lease`]); this makes the server end the backend within a second instead
+/// of sleeping on for the rest of `pg_sleep`.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
+
+/// The service's pool with live counters.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    settings: DatabaseSettings,
+    monitor: Monitor,
+    waiting: AtomicUsize,
+    in_use: AtomicUsize,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) refusals: AtomicU64,
+}
+
+/// What the pool holds right now.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Connections open (idle + in use).
+    pub open: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    /// Requests waiting for a connection.
+    pub waiting: u32,
+}
+
+/// Why no connection was handed out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    /// The pool was full for the whole `DB_POOL_TIMEOUT`.
+    #[error("no connection within {}s; the pool is busy", waited.as_secs_f64())]
+    Timeout { waited: Duration, live: LiveCounts },
+    /// The pool could not open connections: the database said why.
+    #[error(transparent)]
+    Db(DbError),
+}
+
+impl Pool {
+    /// Builds the pool without connecting: the service starts even when the
+    /// database is not up yet, and reports that per request instead.
+    pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<Pool, DbError> {
+        let mut opts = ConnectOptions::new(settings.url.expose());
+        opts.min_connections(settings.pool_size)
+            .max_connections(settings.pool_max())
+            .acquire_timeout(settings.pool_timeout)
+            .idle_timeout(settings.overflow_idle_timeout)
+            .max_lifetime(settings.pool_recycle)
+            .statement_timeout(settings.statement_timeout)
+            .set_application_name(APPLICATION_NAME)
+            .connect_lazy(true)
+            // sqlx statement logging would echo parameters; our spans say enough.
+            .sqlx_logging(false)
+            .map_sqlx_postgres_opts(|o| {
+                o.options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)])
+            });
+        // The URL was validated by `DatabaseUrl::parse`, so this cannot fail on
+        // parsing; the error is not formatted (SeaORM's message quotes the URL).
+        let db = Database::connect(opts)
+            .await
+            .map_err(|_| DbError::Other("the pool could not be built".into()))?;
+        Ok(Pool {
+            inner: Arc::new(Inner {
+                db,
+                monitor: Monitor::new(settings),
+                settings: settings.clone(),
+                waiting: AtomicUsize::new(0),
+                in_use: AtomicUsize::new(0),
+                timeouts: AtomicU64::new(0),
+                refusals: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The SeaORM handle, for migrations and entity queries.
+    pub fn sea(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    fn sqlx(&self) -> &PgPool {
+        self.inner.db.get_postgres_connection_pool()
+    }
+
+    pub fn settings(&self) -> &DatabaseSettings {
+        &self.inner.settings
+    }
+
+    /// The connection outside the pool that watches the server.
+    pub fn monitor(&self) -> &Monitor {
+        &self.inner.monitor
+    }
+
+    pub fn live(&self) -> LiveCounts {
+        let pool = self.sqlx();
+        let open = pool.size();
+        let idle = pool.num_idle() as u32;
+        LiveCounts {
+            open,
+            idle: idle.min(open),
+            in_use: self.inner.in_use.load(Ordering::Relaxed) as u32,
+            waiting: self.inner.waiting.load(Ordering::Relaxed) as u32,
+        }
+    }
+
+    /// Acquire timeouts and refusals since start (for `/metrics`).
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.inner.timeouts.load(Ordering::Relaxed),
+            self.inner.refusals.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits for a connection, counting the wait, and explains a timeout.
+    pub async fn acquire(&self) -> Result<Lease, AcquireError> {
+        let started = Instant::now();
+        let result = {
+            let _waiting = Counted::enter(&self.inner.waiting);
+            self.sqlx().acquire().await
+        };
+        let waited = started.elapsed();
+        match result {
+            Ok(conn) => Ok(Lease::new(conn, waited, self.inner.clone())),
+            Err(sqlx::Error::PoolTimedOut) => Err(self.explain_timeout(waited).await),
+            Err(e) => Err(AcquireError::Db(DbError::from_sqlx(
+                &e,
+                self.inner.settings.statement_timeout,
+            ))),
+        }
+    }
+
+    /// A full pool that stayed full is busy; a pool that timed out below its
+    /// maximum failed to open connections, and the probe says why.
+    async fn explain_timeout(&self, waited: Duration) -> AcquireError {
+        let live = self.live();
+        let busy = AcquireError::Timeout { waited, live };
+        if live.open >= self.inner.settings.pool_max() {
+            self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
+            return busy;
+        }
+        match self.inner.monitor.probe().await {
+            ProbeOutcome::Accepted => {
+                self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
+                busy
+            }
+            ProbeOutcome::Refused => {
+                self.inner.refusals.fetch_add(1, Ordering::Relaxed);
+                AcquireError::Db(DbError::Refused)
+            }
+            ProbeOutcome::Failed(e) => AcquireError::Db(e),
+        }
+    }
+
+    /// Answers within `limit` when a pooled connection responds to a ping.
+    pub async fn ping(&self, limit: Duration) -> bool {
+        use sqlx::Connection;
+        let attempt = async {
+            let mut conn = self.sqlx().acquire().await.ok()?;
+            conn.ping().await.ok()
+        };
+        matches!(tokio::time::timeout(limit, attempt).await, Ok(Some(())))
+    }
+
+    /// Closes every connection, waiting for leased ones to come back.
+    pub async fn close(&self) {
+        self.sqlx().close().await;
+        self.inner.monitor.close().await;
+    }
+}
+
+/// Increments a counter for as long as it lives, even if the future holding it
+/// is dropped half-way (a client that gives up while waiting).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A pooled connection on loan to one request.
+///
+/// sqlx does not cancel a statement whose future is dropped: on return to the
+/// pool it pings the connection, which waits for the running `pg_sleep` to
+/// finish, so an abandoned request would hold a pool slot and a server backend
+/// for the full sleep. A `Lease` dropped while a statement is in flight instead
+/// closes its connection; with `client_connection_check_interval` the server
+/// notices within a second and ends the backend, and the pool opens a fresh
+/// connection in its place.
+pub struct Lease {
+    conn: PoolConnection<Postgres>,
+    waited: Duration,
+    statement_in_flight: bool,
+    pool: Arc<Inner>,
+}
+
+impl Lease {
+    fn new(conn: PoolConnection<Postgres>, waited: Duration, pool: Arc<Inner>) -> Lease {
+        pool.in_use.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            conn,
+            waited,
+            statement_in_flight: false,
+            pool,
+        }
+    }
+
+    /// Time spent waiting for this connection.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        self.pool.settings.statement_timeout
+    }
+
+    /// Runs `f` on the connection; if the caller stops polling before `f`
+    /// finishes, the connection is closed instead of returned (see above).
+    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
+        self.statement_in_flight = true;
+        let out = f(&mut self.conn).await;
+        self.statement_in_flight = false;
+        out
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
+        if self.statement_in_flight {
+            tracing::debug!("request abandoned mid-statement; closing its connection");
+            self.conn.close_on_drop();
+        }
+    }
+}

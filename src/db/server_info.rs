@@ -1,0 +1,159 @@
+//! PostgreSQL's side of the arithmetic: `max_connections`, the slots reserved
+//! for superusers, and who holds the rest — read over one connection of the
+//! service's own that lives outside the pool (`application_name =
+//! poolscope-monitor`), so it answers even when the pool is exhausted.
+//!
+//! The same connection settings make the rate-limited refusal probe: when the
+//! pool times out below its maximum, one direct connection attempt tells
+//! "too many clients" (SQLSTATE 53300) from a busy pool or a database that is
+//! down. The probe runs at most once a second; callers in between share its answer.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::Mutex;
+
+use super::errors::DbError;
+use super::{APPLICATION_NAME, MONITOR_APPLICATION_NAME};
+use crate::settings::DatabaseSettings;
+
+/// How long a probe's answer is reused.
+const PROBE_TTL: Duration = Duration::from_secs(1);
+/// Upper bound for one sample of the server's limits.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What PostgreSQL says about its connection slots.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_connections: u32,
+    /// `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+).
+    pub reserved: u32,
+    /// Client backends in the whole cluster.
+    pub backends_total: u32,
+    /// Client backends of this service's pool (same role, database and application_name).
+    pub backends_service: u32,
+}
+
+impl ServerLimits {
+    /// Slots the pool can hold at most: what a non-superuser may use, minus
+    /// the backends of everyone else (including this service's monitor).
+    pub fn grantable_to_pool(&self) -> u32 {
+        let others = self.backends_total.saturating_sub(self.backends_service);
+        self.max_connections
+            .saturating_sub(self.reserved)
+            .saturating_sub(others)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeOutcome {
+    Accepted,
+    Refused,
+    Failed(DbError),
+}
+
+pub struct Monitor {
+    options: PgConnectOptions,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+    conn: Mutex<Option<PgConnection>>,
+    last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
+}
+
+const LIMITS_SQL: &str = "\
+SELECT current_setting('max_connections')::int4, \
+       current_setting('superuser_reserved_connections')::int4 \
+         + COALESCE(current_setting('reserved_connections', true)::int4, 0), \
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
+          AND application_name = $1 AND usename = current_user \
+          AND datname = current_database())::int4";
+
+impl Monitor {
+    pub fn new(settings: &DatabaseSettings) -> Monitor {
+        let options = settings
+            .url
+            .connect_options()
+            .application_name(MONITOR_APPLICATION_NAME)
+            .disable_statement_logging();
+        Monitor {
+            options,
+            connect_timeout: settings.connect_timeout,
+            statement_timeout: settings.statement_timeout,
+            conn: Mutex::new(None),
+            last_probe: Mutex::new(None),
+        }
+    }
+
+    async fn connect(&self) -> Result<PgConnection, DbError> {
+        match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(DbError::from_sqlx(&e, self.statement_timeout)),
+            Err(_) => Err(DbError::Unavailable(format!(
+                "no connection within DB_CONNECT_TIMEOUT ({}s)",
+                self.connect_timeout.as_secs_f64()
+            ))),
+        }
+    }
+
+    /// Reads the server's limits, reconnecting the monitor connection if needed.
+    pub async fn sample(&self) -> Result<ServerLimits, DbError> {
+        let mut slot = self.conn.lock().await;
+        let conn = match slot.as_mut() {
+            Some(conn) => conn,
+            None => slot.insert(self.connect().await?),
+        };
+        let query = sqlx::query_as::<_, (i32, i32, i32, i32)>(LIMITS_SQL)
+            .bind(APPLICATION_NAME)
+            .fetch_one(conn);
+        let result = match tokio::time::timeout(SAMPLE_TIMEOUT, query).await {
+            Ok(Ok(row)) => Ok(row),
+            Ok(Err(e)) => Err(DbError::from_sqlx(&e, self.statement_timeout)),
+            Err(_) => Err(DbError::Unavailable(
+                "server limits not read within 2s".into(),
+            )),
+        };
+        match result {
+            Ok((max, reserved, total, service)) => Ok(ServerLimits {
+                max_connections: max.max(0) as u32,
+                reserved: reserved.max(0) as u32,
+                backends_total: total.max(0) as u32,
+                backends_service: service.max(0) as u32,
+            }),
+            Err(e) => {
+                // A broken or timed-out connection is dropped; the next call reconnects.
+                *slot = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// One direct connection attempt (at most once a second): can a new
+    /// connection be made right now, and if not, why?
+    pub async fn probe(&self) -> ProbeOutcome {
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < PROBE_TTL {
+                return outcome.clone();
+            }
+        }
+        let outcome = match self.connect().await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                ProbeOutcome::Accepted
+            }
+            Err(DbError::Refused) => ProbeOutcome::Refused,
+            Err(e) => ProbeOutcome::Failed(e),
+        };
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
+    }
+
+    pub async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+}

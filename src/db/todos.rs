@@ -1,0 +1,75 @@
+//! The demo's table and its one query.
+//!
+//! The route must sleep in PostgreSQL and read the 50 rows on every request,
+//! as the original did with two statements. Here both happen in one
+//! statement — one round trip, prepared once per connection — and the same
+//! statement reports the backend's pid for the `X-Backend-Pid` header.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::entity::prelude::*;
+use sea_orm::{FromQueryResult, QueryResult};
+use serde::Serialize;
+use sqlx::Row;
+
+use super::errors::DbError;
+use super::pool::Lease;
+
+/// One row of `todos`, serialised as the original demo did.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "todos")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub title: String,
+    pub done: bool,
+    pub priority: i32,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// The rows and what they cost.
+pub struct SleptRows {
+    pub rows: Vec<Model>,
+    pub backend_pid: Option<i32>,
+    /// Time from sending the statement to the last row.
+    pub db_time: Duration,
+}
+
+/// `MATERIALIZED` makes the sleep run exactly once, before any row is read,
+/// whatever join order the planner picks.
+const LIST_AFTER_SLEEP_SQL: &str = "\
+WITH slept AS MATERIALIZED (SELECT pg_backend_pid() AS backend_pid FROM pg_sleep($1)) \
+SELECT slept.backend_pid, t.id, t.title, t.done, t.priority \
+FROM slept CROSS JOIN todos t ORDER BY t.id";
+
+/// `SELECT pg_sleep(seconds)`, then every todo in id order.
+pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRows, DbError> {
+    let statement_timeout = lease.statement_timeout();
+    let started = Instant::now();
+    let pg_rows = lease
+        .run(async |conn| {
+            sqlx::query(LIST_AFTER_SLEEP_SQL)
+                .bind(seconds)
+                .fetch_all(conn)
+                .await
+        })
+        .await
+        .map_err(|e| DbError::from_sqlx(&e, statement_timeout))?;
+    let db_time = started.elapsed();
+
+    let backend_pid = pg_rows.first().and_then(|r| r.try_get(0).ok());
+    let rows = pg_rows
+        .into_iter()
+        .map(|row| Model::from_query_result(&QueryResult::from(row), ""))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DbError::Other(format!("unexpected row shape: {e}")))?;
+    Ok(SleptRows {
+        rows,
+        backend_pid,
+        db_time,
+    })
+}

@@ -1,0 +1,119 @@
+//! `GET /test/postgres/?seconds=S` — the demo: wait for a pooled connection,
+//! `pg_sleep(S)` in PostgreSQL, read the 50 rows, answer `{"data":[…]}`.
+//! `Server-Timing` says where the time went: `pool` (waiting for a
+//! connection) and `db` (in the database).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::HeaderValue;
+use poem::web::Data;
+use poem::{handler, Request, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::db::todos::{self, Model};
+use crate::settings::{parse_seconds, DemoSettings};
+
+/// Per-request timings, left in the response's extensions for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub pool_wait: Duration,
+    pub db_time: Option<Duration>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    data: &'a [Model],
+}
+
+#[handler]
+pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::Result<Response> {
+    let _slot = state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded {
+            limit: state.settings.server.max_in_flight,
+        })?;
+    let seconds = requested_seconds(req.uri().query(), &state.settings.demo)?;
+    if !state.is_migrated() {
+        return Err(ApiError::Db(crate::db::errors::DbError::Unavailable(
+            "the schema is not migrated yet (waiting for the database)".into(),
+        ))
+        .into());
+    }
+
+    let pool_timeout = state.settings.database.pool_timeout;
+    let mut lease = state
+        .pool
+        .acquire()
+        .await
+        .map_err(|e| ApiError::from_acquire(e, pool_timeout))?;
+    let pool_wait = lease.waited();
+    let slept = todos::list_after_sleep(&mut lease, seconds)
+        .await
+        .map_err(ApiError::Db)?;
+    drop(lease);
+
+    let body = serde_json::to_vec(&Body { data: &slept.rows }).map_err(|e| {
+        ApiError::Db(crate::db::errors::DbError::Other(format!(
+            "serialising rows: {e}"
+        )))
+    })?;
+    let mut resp = Response::builder()
+        .content_type("application/json")
+        .header(
+            "Server-Timing",
+            format!(
+                "pool;dur={:.1}, db;dur={:.1}",
+                ms(pool_wait),
+                ms(slept.db_time)
+            ),
+        )
+        .body(body);
+    if let Some(pid) = slept.backend_pid {
+        resp.headers_mut()
+            .insert("X-Backend-Pid", HeaderValue::from(pid));
+    }
+    resp.extensions_mut().insert(Timing {
+        pool_wait,
+        db_time: Some(slept.db_time),
+    });
+    Ok(resp)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `seconds` from the query string: absent → `SLEEP_SECONDS`; present, it must
+/// be a finite number from 0 to `SLEEP_MAX`, given once.
+pub fn requested_seconds(query: Option<&str>, demo: &DemoSettings) -> Result<f64, ApiError> {
+    let mut found: Option<String> = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if key == "seconds" {
+            if found.is_some() {
+                return Err(ApiError::BadRequest(
+                    "seconds: give it once, e.g. ?seconds=5".into(),
+                ));
+            }
+            found = Some(value.into_owned());
+        }
+    }
+    let Some(raw) = found else {
+        return Ok(demo.sleep_seconds);
+    };
+    match parse_seconds(&raw, 0.0, demo.sleep_max) {
+        Some(d) => Ok(d.as_secs_f64()),
+        None => {
+            let shown: String = raw.chars().take(40).collect();
+            Err(ApiError::BadRequest(format!(
+                "seconds: expected a number from 0 to {} (SLEEP_MAX), got \"{}\"",
+                demo.sleep_max,
+                shown.escape_default()
+            )))
+        }
+    }
+}

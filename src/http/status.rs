@@ -1,0 +1,83 @@
+//! The routes that describe the service rather than exercise it:
+//! `/healthz` (the process runs), `/readyz` (a pooled connection answers) and
+//! `/pool` (configured pool, live pool, PostgreSQL's limits and the
+//! concurrency the demo should reach).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::web::{Data, Json};
+use poem::{handler, IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::AppState;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[handler]
+pub fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[handler]
+pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
+    let (status, why) = if !state.is_migrated() {
+        (StatusCode::SERVICE_UNAVAILABLE, "schema not migrated yet")
+    } else if state.pool.ping(READY_TIMEOUT).await {
+        (StatusCode::OK, "a pooled connection answered")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no pooled connection answered within 1s",
+        )
+    };
+    let ready = status == StatusCode::OK;
+    Json(json!({ "ready": ready, "reason": why }))
+        .with_status(status)
+        .into_response()
+}
+
+#[handler]
+pub async fn pool(state: Data<&Arc<AppState>>) -> Json<Value> {
+    Json(pool_report(&state).await)
+}
+
+/// The body of `/pool`; also what the client reads to predict the waves.
+pub async fn pool_report(state: &AppState) -> Value {
+    let db = &state.settings.database;
+    let live = state.pool.live();
+    let server = state.pool.monitor().sample().await;
+    let (postgres, concurrency) = match &server {
+        Ok(limits) => {
+            let grantable = limits.grantable_to_pool();
+            (
+                json!({
+                    "max_connections": limits.max_connections,
+                    "reserved": limits.reserved,
+                    "backends_total": limits.backends_total,
+                    "backends_service": limits.backends_service,
+                    "grantable_to_pool": grantable,
+                }),
+                json!(db.pool_max().min(grantable)),
+            )
+        }
+        Err(e) => (json!({ "error": e.to_string() }), Value::Null),
+    };
+    json!({
+        "configured": {
+            "pool_size": db.pool_size,
+            "max_overflow": db.max_overflow,
+            "pool_max": db.pool_max(),
+            "pool_timeout_s": db.pool_timeout.as_secs_f64(),
+            "overflow_idle_timeout_s": db.overflow_idle_timeout.as_secs_f64(),
+            "pool_recycle_s": db.pool_recycle.as_secs_f64(),
+            "statement_timeout_s": db.statement_timeout.as_secs_f64(),
+            "sleep_seconds": state.settings.demo.sleep_seconds,
+            "sleep_max": state.settings.demo.sleep_max,
+        },
+        "live": live,
+        "postgres": postgres,
+        "concurrency": concurrency,
+    })
+}

@@ -1,0 +1,14 @@
+//! poolscope: see how an async service's connection pool and PostgreSQL's
+//! `max_connections` behave under load. One binary: `serve` (the demo
+//! service), `migrate`, and `client` (the load client).
+
+pub mod cli;
+pub mod client;
+pub mod db;
+pub mod http;
+pub mod report;
+pub mod secret;
+pub mod settings;
+pub mod shutdown;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,84 @@
+//! Wiring only: parse the command, load settings, start telemetry, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use poolscope::cli::{Cli, Command};
+use poolscope::settings::Settings;
+use poolscope::{client, shutdown, startup, telemetry};
+
+/// Exit code for bad settings or arguments (as for usage errors).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("poolscope: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Client(args) => client::run(args).await,
+        Command::Healthcheck { url } => client::healthcheck(url).await,
+        Command::Serve => match load_settings() {
+            Ok(settings) => serve(settings).await,
+            Err(code) => code,
+        },
+        Command::Migrate => match load_settings() {
+            Ok(settings) => migrate(settings).await,
+            Err(code) => code,
+        },
+    }
+}
+
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::load().map_err(|errors| {
+        eprintln!("poolscope: invalid settings:");
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+async fn serve(settings: Settings) -> ExitCode {
+    telemetry::init(&settings.telemetry);
+    let app = match startup::Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("poolscope: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(settings: Settings) -> ExitCode {
+    telemetry::init(&settings.telemetry);
+    match poolscope::db::migrate_once(&settings.database).await {
+        Ok(()) => {
+            tracing::info!("migration complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("poolscope: migration failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Test harness: a throwaway PostgreSQL cluster started by the tests
+//! themselves (or the server in `TEST_DATABASE_URL`), a fresh database per
+//! test, and the service spawned in-process on port 0.
+//!
+//! The cluster's `postgres` runs under a small shell watchdog that stops it
+//! and deletes its data directory once the test process is gone, so nothing
+//! outlives `cargo test`. As root (CI), `initdb` refuses to run, so the
+//! cluster runs as the `postgres` user.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use poolscope::client::http::{self, Answer, Target};
+use poolscope::settings::Settings;
+use poolscope::startup::Application;
+
+pub const SERVICE_ROLE: &str = "poolscope";
+pub const SERVICE_PASSWORD: &str = "poolscope-test-pw";
+const SUPERUSER_PASSWORD: &str = "superuser-test-pw";
+
+/// A PostgreSQL server the tests may create databases on.
+pub struct Cluster {
+    pub host: String,
+    pub port: u16,
+    admin_url: String,
+    /// Credentials the service uses (a non-superuser on our own clusters).
+    service_user: String,
+    service_password: String,
+    _dir: Option<PathBuf>,
+}
+
+static SHARED: OnceLock<Cluster> = OnceLock::new();
+
+impl Cluster {
+    /// The cluster shared by the tests of this binary.
+    pub fn shared() -> &'static Cluster {
+        SHARED.get_or_init(|| match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Cluster::external(&url),
+            _ => Cluster::start(&[("max_connections", "300")]),
+        })
+    }
+
+    fn external(url: &str) -> Cluster {
+        let parsed = url::Url::parse(url).expect("TEST_DATABASE_URL must be a postgres:// URL");
+        Cluster {
+            host: parsed.host_str().unwrap_or("127.0.0.1").to_owned(),
+            port: parsed.port().unwrap_or(5432),
+            admin_url: url.to_owned(),
+            service_user: parsed.username().to_owned(),
+            service_password: parsed.password().unwrap_or("").to_owned(),
+            _dir: None,
+        }
+    }
+
+    /// Starts a new private cluster with the given server settings.
+    pub fn start(server_settings: &[(&str, &str)]) -> Cluster {
+        let bin = pg_bin_dir();
+        let dir = std::env::temp_dir().join(format!("poolscope-pg-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("data");
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, SUPERUSER_PASSWORD).unwrap();
+        if is_root() {
+            run_ok(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&dir),
+            );
+        }
+        run_ok(as_cluster_owner(&bin.join("initdb")).args([
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            &format!("--pwfile={}", pwfile.display()),
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]));
+        let port = free_port();
+        let mut args = vec![
+            format!("-p {port}"),
+            "-c listen_addresses=127.0.0.1".into(),
+            format!("-c unix_socket_directories={}", dir.display()),
+            "-c fsync=off".into(),
+            "-c synchronous_commit=off".into(),
+            "-c full_page_writes=off".into(),
+        ];
+        args.extend(server_settings.iter().map(|(k, v)| format!("-c {k}={v}")));
+        // The watchdog: stop postgres when the test process (our pid) is gone.
+        let script = format!(
+            "{postgres} -D {data} {args} >{log} 2>&1 & pg=$!\n\
+             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done\n\
+             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}\n",
+            postgres = bin.join("postgres").display(),
+            data = data.display(),
+            args = args.join(" "),
+            log = dir.join("postgres.log").display(),
+            parent = std::process::id(),
+            dir = dir.display(),
+        );
+        as_cluster_owner(Path::new("sh"))
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn postgres");
+        let admin_url =
+            format!("postgres://postgres:{SUPERUSER_PASSWORD}@127.0.0.1:{port}/postgres");
+        let cluster = Cluster {
+            host: "127.0.0.1".into(),
+            port,
+            admin_url,
+            service_user: SERVICE_ROLE.into(),
+            service_password: SERVICE_PASSWORD.into(),
+            _dir: Some(dir.clone()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !cluster.try_sql("postgres", "SELECT 1") {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+                panic!("test cluster did not start within 60s; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster.sql(
+            "postgres",
+            &format!("CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_PASSWORD}' NOSUPERUSER"),
+        );
+        cluster
+    }
+
+    fn psql(&self, db: &str, sql: &str) -> std::process::Output {
+        let mut url = url::Url::parse(&self.admin_url).unwrap();
+        url.set_path(db);
+        Command::new(psql())
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(url.as_str())
+            .output()
+            .expect("run psql")
+    }
+
+    /// Runs SQL as the superuser in the background; killed when dropped.
+    pub fn spawn_sql(&self, db: &str, sql: &str) -> KillOnDrop {
+        let mut url = url::Url::parse(&self.admin_url).unwrap();
+        url.set_path(db);
+        let child = Command::new(psql())
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(url.as_str())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("run psql");
+        KillOnDrop(child)
+    }
+
+    fn try_sql(&self, db: &str, sql: &str) -> bool {
+        self.psql(db, sql).status.success()
+    }
+
+    /// Runs SQL as the superuser and returns its output, trimmed.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql(db, sql);
+        assert!(
+            out.status.success(),
+            "psql failed: {sql}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A new empty database owned by the service's role; returns its URL.
+    pub fn create_database(&self) -> String {
+        let name = format!("t_{}", unique_suffix());
+        self.sql(
+            "postgres",
+            &format!("CREATE DATABASE {name} OWNER {}", self.service_user),
+        );
+        self.service_url(&name)
+    }
+
+    pub fn service_url(&self, db: &str) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{db}",
+            self.service_user, self.service_password, self.host, self.port
+        )
+    }
+}
+
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running service on a fresh database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub db_name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Spawns the service on the shared cluster with these settings on top
+    /// of test defaults; waits until it is ready (migrated).
+    pub async fn spawn(vars: &[(&str, &str)]) -> TestApp {
+        Self::spawn_on(Cluster::shared(), vars).await
+    }
+
+    pub async fn spawn_on(cluster: &Cluster, vars: &[(&str, &str)]) -> TestApp {
+        init_test_tracing();
+        let database_url = cluster.create_database();
+        let app = Self::spawn_with_url(&database_url, vars).await;
+        app.wait_ready(Duration::from_secs(30)).await;
+        app
+    }
+
+    /// Spawns without waiting for readiness (the database may be down).
+    pub async fn spawn_with_url(database_url: &str, vars: &[(&str, &str)]) -> TestApp {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("DATABASE_URL", database_url),
+            ("APP_HOST", "127.0.0.1"),
+            ("APP_PORT", "0"),
+            ("SHUTDOWN_GRACE", "5"),
+        ];
+        all.extend_from_slice(vars);
+        let settings = Settings::from_vars(all).expect("test settings are valid");
+        let app = Application::build(settings).await.expect("app builds");
+        let addr = app.addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            db_name: database_url.rsplit('/').next().unwrap().to_owned(),
+            database_url: database_url.to_owned(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.addr, path_and_query)
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> Answer {
+        get_url(&self.url(path_and_query)).await
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.get("/readyz").await.status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service not ready within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the service as SIGTERM would and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn get_url(url: &str) -> Answer {
+    let target = Target::parse(url).unwrap();
+    http::get(&target, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+pub fn json(answer: &Answer) -> serde_json::Value {
+    serde_json::from_slice(&answer.body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&answer.body)))
+}
+
+pub fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+    answer.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The pool wait the server reported in `Server-Timing`, in ms.
+pub fn pool_wait_ms(answer: &Answer) -> Option<f64> {
+    let timing = header(answer, "server-timing")?;
+    let pool = timing.split(',').find(|p| p.trim().starts_with("pool;"))?;
+    pool.split("dur=").nth(1)?.trim().parse().ok()
+}
+
+fn init_test_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(poolscope::telemetry::filter("info"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs as the cluster's owner: ourselves, or `postgres` when root.
+fn as_cluster_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// psql beside the server binaries, else on PATH (Debian puts a wrapper there).
+fn psql() -> PathBuf {
+    let beside = pg_bin_dir().join("psql");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("psql")
+    }
+}
+
+/// `initdb` on PATH, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn pg_bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(out) = Command::new("sh").args(["-c", "command -v initdb"]).output() {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !path.is_empty() {
+                return PathBuf::from(path).parent().unwrap().to_path_buf();
+            }
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries: put initdb on PATH or install them under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|p| p.join("initdb").exists())
+            .collect();
+        dirs.sort_by_key(|p| {
+            p.parent()
+                .and_then(|v| v.file_name())
+                .and_then(|v| v.to_str())
+                .and_then(|v| v.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        dirs.pop().expect("no initdb found under /usr/lib/postgresql/*/bin")
+    })
+    .clone()
+}

@@ -1,0 +1,167 @@
+//! Migration, /pool, readiness, and graceful shutdown of the real binary.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{free_port, get_url, json, Cluster, TestApp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_poolscope");
+
+fn poolscope(args: &[&str], database_url: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let cluster = Cluster::shared();
+    let url = cluster.create_database();
+    let db = url.rsplit('/').next().unwrap();
+    for _ in 0..2 {
+        let out = poolscope(&["migrate"], &url).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(cluster.sql(db, "SELECT count(*) FROM todos"), "50");
+    assert_eq!(
+        cluster.sql(db, "SELECT title, done, priority FROM todos WHERE id = 8"),
+        "test for postgres,this is 7|f|2"
+    );
+}
+
+#[tokio::test]
+async fn pool_reports_configuration_server_limits_and_live_state() {
+    let app = TestApp::spawn(&[
+        ("DB_POOL_SIZE", "3"),
+        ("DB_MAX_OVERFLOW", "2"),
+        ("DB_POOL_TIMEOUT", "7"),
+    ])
+    .await;
+
+    let idle = json(&app.get("/pool").await);
+    assert_eq!(idle["configured"]["pool_size"], 3);
+    assert_eq!(idle["configured"]["max_overflow"], 2);
+    assert_eq!(idle["configured"]["pool_max"], 5);
+    assert_eq!(idle["configured"]["pool_timeout_s"], 7.0);
+    let max_connections: u64 = Cluster::shared()
+        .sql("postgres", "SHOW max_connections")
+        .parse()
+        .unwrap();
+    assert_eq!(idle["postgres"]["max_connections"], max_connections);
+    assert_eq!(idle["concurrency"], 5, "{idle}");
+    assert_eq!(idle["live"]["in_use"], 0);
+
+    let busy = tokio::spawn(async move {
+        let url = app.url("/test/postgres/?seconds=1");
+        let requests: Vec<_> = (0..7)
+            .map(|_| tokio::spawn(get_url_status(url.clone())))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = json(&app.get("/pool").await);
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        during
+    });
+    let during = busy.await.unwrap();
+    assert_eq!(during["live"]["in_use"], 5, "{during}");
+    assert_eq!(during["live"]["waiting"], 2, "{during}");
+    assert_eq!(during["live"]["open"], 5, "{during}");
+    assert_eq!(during["postgres"]["backends_service"], 5, "{during}");
+}
+
+async fn get_url_status(url: String) -> u16 {
+    get_url(&url).await.status
+}
+
+/// SIGTERM: the request in flight finishes, new connections are refused,
+/// the process exits 0 and its backends are gone.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let cluster = Cluster::shared();
+    let url = cluster.create_database();
+    let db = url.rsplit('/').next().unwrap().to_owned();
+    let port = free_port();
+    let mut child = poolscope(&["serve"], &url)
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", port.to_string())
+        .env("SHUTDOWN_GRACE", "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = poolscope::client::http::get(
+            &poolscope::client::http::Target::parse(&format!("{base}/readyz")).unwrap(),
+            Duration::from_secs(2),
+        )
+        .await;
+        if matches!(ready, Ok(ref a) if a.status == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let in_flight = tokio::spawn(get_url_status(format!("{base}/test/postgres/?seconds=1.5")));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SAFETY: kill(2) with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let refused = poolscope::client::http::get(
+        &poolscope::client::http::Target::parse(&format!("{base}/healthz")).unwrap(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a new request was accepted during shutdown"
+    );
+    assert_eq!(in_flight.await.unwrap(), 200);
+
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = cluster.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
+        );
+        if left == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} backends left after exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The service starts without its database, says it is not ready, answers
+/// 503 db_unavailable, and serves once the database is there.
+#[tokio::test]
+async fn starts_without_the_database_and_recovers() {
+    let port = free_port();
+    let url = format!("postgres://poolscope:pw@127.0.0.1:{port}/poolscope");
+    let app = TestApp::spawn_with_url(&url, &[("DB_POOL_TIMEOUT", "2")]).await;
+
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 503);
+    let started = Instant::now();
+    let answer = app.get("/test/postgres/?seconds=0").await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(json(&answer)["error"], "db_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

@@ -1,0 +1,9 @@
+//! One test binary (zero2prod style): black-box HTTP against the real service
+//! on a real PostgreSQL.
+
+mod helpers;
+
+mod demo;
+mod errors;
+mod lifecycle;
+mod settings;
