@@ -109,6 +109,7 @@ async fn prepare_database(state: Arc<AppState>) {
             }
         }
     }
+    state.pool.warm_up().await;
     state.set_migrated();
     tracing::info!("schema migrated");
     crate::report::log_startup_report(&state).await;

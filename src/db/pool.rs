@@ -188,6 +188,18 @@ impl Pool {
         }
     }
 
+    /// Opens the `DB_POOL_SIZE` connections SQLAlchemy's `pool_size` promises
+    /// to keep. sqlx opens `min_connections` lazily (its maintenance task first
+    /// runs after `idle_timeout`), which would make the first wave late by a
+    /// connection set-up each.
+    pub async fn warm_up(&self) {
+        let wanted = self.inner.settings.pool_size as usize;
+        let held = futures_util::future::join_all((0..wanted).map(|_| self.sqlx().acquire())).await;
+        let opened = held.iter().filter(|c| c.is_ok()).count();
+        drop(held);
+        tracing::debug!(opened, wanted, "pool warmed up");
+    }
+
     /// Answers within `limit` when a pooled connection responds to a ping.
     pub async fn ping(&self, limit: Duration) -> bool {
         use sqlx::Connection;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use poem::error::{MethodNotAllowedError, NotFoundError};
-use poem::{get, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{get, Endpoint, EndpointExt, Request, Response, Route};
 use tokio::sync::Semaphore;
 
 use crate::db::pool::Pool;

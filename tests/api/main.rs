@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod client;
 mod demo;
 mod errors;
 mod lifecycle;

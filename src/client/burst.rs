@@ -1,0 +1,117 @@
+//! All N requests at once: every task is spawned first and released together,
+//! each opens its own connection, and answers are collected in arrival order.
+//! Ctrl-C stops collecting and keeps what finished.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::http::{self, Answer, Target, TransportError};
+use super::render::Mode;
+
+/// What one request came back with.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Seconds from the release of the burst to the end of the answer.
+    pub at: f64,
+    pub result: Result<Reply, TransportError>,
+}
+
+/// The parts of an answer the summary needs.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    /// `error` from a JSON error body (`pool_timeout`, `db_refused`, …).
+    pub error_kind: Option<String>,
+    /// `pool;dur=` from `Server-Timing`.
+    pub pool_wait_ms: Option<f64>,
+}
+
+impl Reply {
+    fn from_answer(answer: &Answer) -> Reply {
+        let error_kind = (answer.status != 200)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
+            .flatten()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
+        let pool_wait_ms = answer
+            .headers
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(server_timing_pool_ms);
+        Reply {
+            status: answer.status,
+            error_kind,
+            pool_wait_ms,
+        }
+    }
+}
+
+/// `pool;dur=12.3` from a `Server-Timing` value, in ms.
+pub fn server_timing_pool_ms(value: &str) -> Option<f64> {
+    value
+        .split(',')
+        .map(str::trim)
+        .find(|metric| metric.starts_with("pool;"))?
+        .split("dur=")
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub struct Run {
+    pub outcomes: Vec<Outcome>,
+    pub elapsed: f64,
+    pub interrupted: bool,
+}
+
+pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &Mode) -> Run {
+    let (go_tx, go_rx) = watch::channel(None::<Instant>);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for _ in 0..n {
+        let (tx, mut go) = (tx.clone(), go_rx.clone());
+        let target = target.clone();
+        tokio::spawn(async move {
+            let Ok(start) = go.wait_for(Option::is_some).await.map(|s| s.expect("set")) else {
+                return;
+            };
+            let result = http::get(&target, timeout).await;
+            let outcome = Outcome {
+                at: start.elapsed().as_secs_f64(),
+                result: result.map(|a| Reply::from_answer(&a)),
+            };
+            let _ = tx.send(outcome);
+        });
+    }
+    drop(tx);
+    let start = Instant::now();
+    let _ = go_tx.send(Some(start));
+
+    let mut outcomes = Vec::with_capacity(n);
+    let mut progress = tokio::time::interval(Duration::from_millis(200));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            next = rx.recv() => match next {
+                Some(outcome) => {
+                    mode.line(&outcome);
+                    outcomes.push(outcome);
+                }
+                None => break,
+            },
+            _ = progress.tick() => mode.progress(outcomes.len(), n),
+            _ = &mut ctrl_c => {
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    mode.progress_done();
+    Run {
+        outcomes,
+        elapsed: start.elapsed().as_secs_f64(),
+        interrupted,
+    }
+}

@@ -1,0 +1,168 @@
+//! Output: the original client's lines (byte for byte in format), the
+//! summary, or one JSON report; a progress line on a terminal for large runs.
+
+use std::io::{IsTerminal, Write};
+
+use super::args::ClientArgs;
+use super::burst::{Outcome, Run};
+use super::http::Target;
+use super::summary::Report;
+
+/// Runs at least this large get a progress line on a terminal.
+const PROGRESS_FROM: usize = 100;
+
+pub struct Mode {
+    lines: bool,
+    json: bool,
+    progress: bool,
+}
+
+impl Mode {
+    pub fn from_args(args: &ClientArgs) -> Mode {
+        let lines = !args.json && !args.quiet;
+        Mode {
+            lines,
+            json: args.json,
+            progress: !lines && args.n >= PROGRESS_FROM && std::io::stderr().is_terminal(),
+        }
+    }
+
+    pub fn header(&self, n: usize, target: &Target) {
+        if !self.json {
+            println!("Sending {n} requests for {}...", target.url);
+        }
+    }
+
+    pub fn line(&self, o: &Outcome) {
+        if !self.lines {
+            return;
+        }
+        let what = match &o.result {
+            Ok(reply) => reply.status.to_string(),
+            Err(e) => format!("ERR {}", e.words()),
+        };
+        println!("\t@ {:5.2}s got response [{what}]", o.at);
+    }
+
+    pub fn progress(&self, done: usize, n: usize) {
+        if self.progress {
+            let width = 30;
+            let filled = done * width / n.max(1);
+            eprint!(
+                "\r[{}{}] {done}/{n} answered",
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    pub fn progress_done(&self) {
+        if self.progress {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    pub fn footer(&self, run: &Run, report: &Report) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(report).expect("report serialises")
+            );
+            return;
+        }
+        if self.lines {
+            println!("\t= {:5.2}s TOTAL", run.elapsed);
+        }
+        println!("SUM TOTAL = {:.2}s", run.elapsed);
+        print!("{}", summary_text(report));
+    }
+}
+
+pub fn summary_text(r: &Report) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(String::new());
+    line(format!(
+        "Summary{}",
+        if r.interrupted {
+            format!(" (interrupted: {} of {} answered)", r.answered, r.requests)
+        } else {
+            String::new()
+        }
+    ));
+    let counts = |m: &std::collections::BTreeMap<String, usize>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} × {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    line(format!("  statuses: {}", counts(&r.statuses)));
+    line(format!("  errors:   {}", counts(&r.errors)));
+    if let Some(l) = &r.latency_ms {
+        line(format!(
+            "  latency:  p50 {:.2}s  p95 {:.2}s  p99 {:.2}s  max {:.2}s",
+            l.p50 / 1000.0,
+            l.p95 / 1000.0,
+            l.p99 / 1000.0,
+            l.max / 1000.0
+        ));
+    }
+    line(format!(
+        "  waves (answers more than {:.2}s apart start a new wave):",
+        r.wave_gap_s
+    ));
+    for (i, w) in r.waves.iter().enumerate() {
+        let errors = if w.ok < w.size {
+            format!(" ({} not 200)", w.size - w.ok)
+        } else {
+            String::new()
+        };
+        let wait = w
+            .median_pool_wait_ms
+            .map_or("n/a".into(), |ms| format!("{ms:.0} ms"));
+        line(format!(
+            "    wave {}: {:>5} answers at {:6.2}–{:6.2}s, median pool wait {wait}{errors}",
+            i + 1,
+            w.size,
+            w.first_s,
+            w.last_s
+        ));
+    }
+    match &r.expectation {
+        Some(e) => {
+            let server = match (e.max_connections, e.reserved) {
+                (Some(m), Some(res)) => format!("max_connections {m} ({res} reserved)"),
+                _ => "max_connections unknown".into(),
+            };
+            let sleep = r.sleep_seconds.unwrap_or(0.0);
+            line(format!(
+                "  expected: pool {}+{}, {server} → {} at once → ⌈{}/{}⌉ = {} waves × {} s ≈ {} s",
+                e.pool_size,
+                e.max_overflow,
+                e.concurrency,
+                r.requests,
+                e.concurrency,
+                e.waves,
+                trim(sleep),
+                trim(e.seconds)
+            ));
+            line(format!("  verdict:  {}", e.verdict));
+        }
+        None => line("  expected: unknown (the server's /pool could not be read)".into()),
+    }
+    out
+}
+
+/// 5.0 → "5", 0.5 → "0.5".
+fn trim(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
