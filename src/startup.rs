@@ -12,6 +12,7 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 
 use crate::db::pool::Pool;
+use crate::http::disconnect::WatchingAcceptor;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 
@@ -75,7 +76,8 @@ impl Application {
         let grace = state.settings.server.shutdown_grace;
         tracing::info!(addr = %self.addr, "listening");
         let prepare = tokio::spawn(prepare_database(state.clone()));
-        let result = Server::new_with_acceptor(self.acceptor)
+        let acceptor = WatchingAcceptor::new(self.acceptor, state.disconnects.clone());
+        let result = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(http::routes(state.clone()), shutdown, Some(grace))
             .await;
         prepare.abort();

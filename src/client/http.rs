@@ -124,7 +124,10 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| TransportError::Protocol)?;
-    let driver = tokio::spawn(conn);
+    // The connection is driven by its own task; abort it however this future
+    // ends (answer, error, or dropped by the caller's timeout) so that giving
+    // up really closes the socket.
+    let _driver = AbortOnDrop(tokio::spawn(conn));
     let request = Request::get(target.path_and_query.as_str())
         .header(HOST, target.authority.as_str())
         .body(Empty::<Bytes>::new())
@@ -143,8 +146,15 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
         })
     }
     .await;
-    driver.abort();
     result
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn classify(e: &hyper::Error) -> TransportError {

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::db::errors::DbError;
 use crate::db::todos::{self, Model};
 use crate::settings::{parse_seconds, DemoSettings};
 
@@ -38,13 +39,21 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
             limit: state.settings.server.max_in_flight,
         })?;
     let seconds = requested_seconds(req.uri().query(), &state.settings.demo)?;
-    if !state.is_migrated() {
-        return Err(ApiError::Db(crate::db::errors::DbError::Unavailable(
-            "the schema is not migrated yet (waiting for the database)".into(),
-        ))
-        .into());
+    // A client that hangs up must not keep its statement sleeping on the
+    // server: losing this race drops the work and with it the lease.
+    let gone = state.disconnects.token(req.remote_addr());
+    tokio::select! {
+        answer = sleep_and_list(&state, seconds) => Ok(answer?),
+        _ = gone.cancelled() => Err(ApiError::ClientClosed.into()),
     }
+}
 
+async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiError> {
+    if !state.is_migrated() {
+        return Err(ApiError::Db(DbError::Unavailable(
+            "the schema is not migrated yet (waiting for the database)".into(),
+        )));
+    }
     let pool_timeout = state.settings.database.pool_timeout;
     let mut lease = state
         .pool
@@ -57,11 +66,8 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
         .map_err(ApiError::Db)?;
     drop(lease);
 
-    let body = serde_json::to_vec(&Body { data: &slept.rows }).map_err(|e| {
-        ApiError::Db(crate::db::errors::DbError::Other(format!(
-            "serialising rows: {e}"
-        )))
-    })?;
+    let body = serde_json::to_vec(&Body { data: &slept.rows })
+        .map_err(|e| ApiError::Db(DbError::Other(format!("serialising rows: {e}"))))?;
     let mut resp = Response::builder()
         .content_type("application/json")
         .header(

@@ -29,6 +29,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed; this route answers GET")]
     MethodNotAllowed,
+    /// The client hung up; nobody reads this answer, but the log does.
+    #[error("the client closed the connection before the answer")]
+    ClientClosed,
 }
 
 impl ApiError {
@@ -55,6 +58,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::ClientClosed => "client_closed",
         }
     }
 
@@ -92,6 +96,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            // nginx's "client closed request"; never seen by the client.
+            ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Db(DbError::StatementTimeout(_)) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Db(DbError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::PoolTimeout { .. } | ApiError::Db(_) | ApiError::Overloaded { .. } => {

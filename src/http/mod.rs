@@ -2,6 +2,7 @@
 //! log, and JSON answers for unknown routes and wrong methods.
 
 pub mod demo;
+pub mod disconnect;
 pub mod error;
 pub mod status;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub pool: Pool,
     /// `MAX_IN_FLIGHT` permits; a demo request that finds none is answered 503 at once.
     pub in_flight: Arc<Semaphore>,
+    /// Which connections' clients have hung up (see [`disconnect`]).
+    pub disconnects: disconnect::Disconnects,
     migrated: AtomicBool,
 }
 
@@ -33,6 +36,7 @@ impl AppState {
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
+            disconnects: disconnect::Disconnects::default(),
             migrated: AtomicBool::new(false),
         }
     }

@@ -105,6 +105,9 @@ impl Cluster {
             parent = std::process::id(),
             dir = dir.display(),
         );
+        // Deliberately not waited for: the watchdog outlives this function and
+        // ends with the test process.
+        #[allow(clippy::zombie_processes)]
         as_cluster_owner(Path::new("sh"))
             .args(["-c", &script])
             .stdin(Stdio::null())
@@ -205,10 +208,9 @@ impl Drop for KillOnDrop {
 /// A running service on a fresh database.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub database_url: String,
     pub db_name: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl TestApp {
@@ -245,9 +247,8 @@ impl TestApp {
         TestApp {
             addr,
             db_name: database_url.rsplit('/').next().unwrap().to_owned(),
-            database_url: database_url.to_owned(),
             stop: Some(tx),
-            task: Some(task),
+            _task: task,
         }
     }
 
@@ -270,16 +271,6 @@ impl TestApp {
                 "service not ready within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Stops the service as SIGTERM would and waits for it to finish.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
         }
     }
 }

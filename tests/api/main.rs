@@ -7,4 +7,5 @@ mod client;
 mod demo;
 mod errors;
 mod lifecycle;
+mod reliability;
 mod settings;
