@@ -1,20 +1,27 @@
 //! Logging: `RUST_LOG` filtering, `LOG_FORMAT=pretty|json`.
 //!
 //! SeaORM instruments some methods at `trace` level with the connection's
-//! `Debug`, and sqlx's connect options `Debug` prints the password. So whatever
-//! `RUST_LOG` says, `sea_orm` and `sqlx` are capped at `debug`: no log line can
-//! hold the password, even at `RUST_LOG=trace`.
+//! `Debug`, and sqlx's connect options `Debug` prints the password. So when
+//! `RUST_LOG` asks for `trace` anywhere, `sea_orm` and `sqlx` are capped at
+//! `debug`: no log line can hold the password, even at `RUST_LOG=trace`.
 
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 
 use crate::settings::{LogFormat, TelemetrySettings};
 
-/// Directives appended to every filter; later directives win in `EnvFilter`.
-const SECRET_SAFE_CAPS: &str = "sea_orm=debug,sqlx=debug,sea_orm_migration=info";
+/// Directives appended to a filter that enables `trace`; later, more
+/// specific directives win in `EnvFilter`.
+const SECRET_SAFE_CAPS: &str = "sea_orm=debug,sqlx=debug";
 
 pub fn filter(spec: &str) -> EnvFilter {
-    EnvFilter::try_new(format!("{spec},{SECRET_SAFE_CAPS}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{SECRET_SAFE_CAPS}")))
+    let Ok(wanted) = EnvFilter::try_new(spec) else {
+        return EnvFilter::new("info");
+    };
+    if wanted.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        EnvFilter::new(format!("{spec},{SECRET_SAFE_CAPS}"))
+    } else {
+        wanted
+    }
 }
 
 /// Installs the global subscriber; a second call (tests) is a no-op.
