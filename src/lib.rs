@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod db;
 pub mod http;
+pub mod metrics;
 pub mod report;
 pub mod secret;
 pub mod settings;

@@ -51,7 +51,7 @@ fn load_settings() -> Result<Settings, ExitCode> {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    telemetry::init(&settings.telemetry);
+    let _telemetry = telemetry::init(&settings.telemetry);
     let app = match startup::Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -70,7 +70,7 @@ async fn serve(settings: Settings) -> ExitCode {
 }
 
 async fn migrate(settings: Settings) -> ExitCode {
-    telemetry::init(&settings.telemetry);
+    let _telemetry = telemetry::init(&settings.telemetry);
     match poolscope::db::migrate_once(&settings.database).await {
         Ok(()) => {
             tracing::info!("migration complete");

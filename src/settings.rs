@@ -41,6 +41,7 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("RUST_LOG", Some("info")),
     ("LOG_FORMAT", Some("pretty")),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", Some("grpc")),
     ("OTEL_SERVICE_NAME", Some("poolscope")),
 ];
 
@@ -97,7 +98,15 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     pub log_format: LogFormat,
     pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
     pub service_name: String,
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`: `grpc` (port 4317) or `http/protobuf` (4318).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    Grpc,
+    HttpProtobuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +265,7 @@ fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, SettingsErr
     let log_filter = v.log_filter();
     let log_format = v.log_format();
     let otlp_endpoint = v.otlp_endpoint();
+    let otlp_protocol = v.otlp_protocol();
     let service_name = v.raw("OTEL_SERVICE_NAME").to_owned();
 
     // Cross-variable rules, checked only when both sides parsed.
@@ -323,6 +333,7 @@ fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, SettingsErr
             log_filter: log_filter.expect("validated"),
             log_format: log_format.expect("validated"),
             otlp_endpoint: otlp_endpoint.expect("validated"),
+            otlp_protocol: otlp_protocol.expect("validated"),
             service_name,
         },
     })
@@ -407,6 +418,18 @@ impl Validator<'_> {
             other => {
                 let msg = format!("expected \"pretty\" or \"json\", got \"{other}\"");
                 self.error("LOG_FORMAT", msg);
+                None
+            }
+        }
+    }
+
+    fn otlp_protocol(&mut self) -> Option<OtlpProtocol> {
+        match self.raw("OTEL_EXPORTER_OTLP_PROTOCOL") {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            other => {
+                let msg = format!("expected \"grpc\" or \"http/protobuf\", got \"{other}\"");
+                self.error("OTEL_EXPORTER_OTLP_PROTOCOL", msg);
                 None
             }
         }

@@ -16,6 +16,9 @@ use crate::http::disconnect::WatchingAcceptor;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 
+/// How often the service samples PostgreSQL's connection counts for /metrics.
+const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+
 pub struct Application {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
@@ -94,8 +97,8 @@ impl Application {
     }
 }
 
-/// Migrates (retrying while the database is unreachable), then reports the
-/// pool against what PostgreSQL grants.
+/// Migrates (retrying while the database is unreachable), reports the pool
+/// against what PostgreSQL grants, then samples the server every few seconds.
 async fn prepare_database(state: Arc<AppState>) {
     // The monitor connects first, so that it holds its slot even when the
     // pool will take every slot the server grants.
@@ -115,4 +118,9 @@ async fn prepare_database(state: Arc<AppState>) {
     state.set_migrated();
     tracing::info!("schema migrated");
     crate::report::log_startup_report(&state).await;
+    // Keep PostgreSQL's side of /metrics fresh (the monitor's last sample).
+    loop {
+        tokio::time::sleep(SERVER_SAMPLE_INTERVAL).await;
+        let _ = state.pool.monitor().sample().await;
+    }
 }

@@ -24,10 +24,13 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::errors::DbError;
 use super::server_info::{Monitor, ProbeOutcome};
 use super::APPLICATION_NAME;
+use crate::metrics::{Histogram, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 
 /// How often PostgreSQL checks, during a running statement, whether the
@@ -48,8 +51,9 @@ struct Inner {
     monitor: Monitor,
     waiting: AtomicUsize,
     in_use: AtomicUsize,
-    pub(crate) timeouts: AtomicU64,
-    pub(crate) refusals: AtomicU64,
+    timeouts: AtomicU64,
+    refusals: AtomicU64,
+    wait_time: Histogram,
 }
 
 /// What the pool holds right now.
@@ -106,6 +110,7 @@ impl Pool {
                 in_use: AtomicUsize::new(0),
                 timeouts: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
+                wait_time: Histogram::default(),
             }),
         })
     }
@@ -140,22 +145,61 @@ impl Pool {
         }
     }
 
-    /// Acquire timeouts and refusals since start (for `/metrics`).
-    pub fn counters(&self) -> (u64, u64) {
-        (
-            self.inner.timeouts.load(Ordering::Relaxed),
-            self.inner.refusals.load(Ordering::Relaxed),
-        )
+    /// The pool's numbers for `/metrics`.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let live = self.live();
+        PoolSnapshot {
+            idle: live.idle,
+            used: live.in_use,
+            max: self.inner.settings.pool_max(),
+            idle_min: self.inner.settings.pool_size,
+            pending: live.waiting,
+            timeouts: self.inner.timeouts.load(Ordering::Relaxed),
+            refusals: self.inner.refusals.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Seconds waited for connections, successful or not.
+    pub fn wait_time(&self) -> &Histogram {
+        &self.inner.wait_time
     }
 
     /// Waits for a connection, counting the wait, and explains a timeout.
+    /// The span `pool.acquire` lasts exactly as long as the wait.
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
+        let span = tracing::info_span!(
+            "pool.acquire",
+            db.system = "postgresql",
+            db.client.connection.pool.name = "poolscope",
+            pool.max = self.inner.settings.pool_max(),
+            pool.waiting = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+        );
+        let result = self.acquire_inner().instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => "acquired",
+            Err(AcquireError::Timeout { .. }) => "timeout",
+            Err(AcquireError::Db(DbError::Refused)) => "refused",
+            Err(AcquireError::Db(_)) => "unavailable",
+        };
+        span.record("outcome", outcome);
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn acquire_inner(&self) -> Result<Lease, AcquireError> {
         let started = Instant::now();
         let result = {
             let _waiting = Counted::enter(&self.inner.waiting);
+            tracing::Span::current()
+                .record("pool.waiting", self.inner.waiting.load(Ordering::Relaxed));
             self.sqlx().acquire().await
         };
         let waited = started.elapsed();
+        self.inner.wait_time.record(waited);
         match result {
             Ok(conn) => Ok(Lease::new(conn, waited, self.inner.clone())),
             Err(sqlx::Error::PoolTimedOut) => Err(self.explain_timeout(waited).await),

@@ -59,6 +59,7 @@ pub struct Monitor {
     connect_timeout: Duration,
     statement_timeout: Duration,
     conn: Mutex<Option<PgConnection>>,
+    last_sample: std::sync::Mutex<Option<ServerLimits>>,
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
 }
 
@@ -83,6 +84,7 @@ impl Monitor {
             connect_timeout: settings.connect_timeout,
             statement_timeout: settings.statement_timeout,
             conn: Mutex::new(None),
+            last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
         }
     }
@@ -115,7 +117,7 @@ impl Monitor {
                 "server limits not read within 2s".into(),
             )),
         };
-        match result {
+        let limits = match result {
             Ok((max, reserved, total, service)) => Ok(ServerLimits {
                 max_connections: max.max(0) as u32,
                 reserved: reserved.max(0) as u32,
@@ -127,7 +129,14 @@ impl Monitor {
                 *slot = None;
                 Err(e)
             }
-        }
+        };
+        *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().copied();
+        limits
+    }
+
+    /// The most recent successful sample, if the last one succeeded.
+    pub fn last_sample(&self) -> Option<ServerLimits> {
+        *self.last_sample.lock().expect("not poisoned")
     }
 
     /// One direct connection attempt (at most once a second): can a new

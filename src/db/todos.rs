@@ -11,6 +11,8 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{FromQueryResult, QueryResult};
 use serde::Serialize;
 use sqlx::Row;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use super::errors::DbError;
 use super::pool::Lease;
@@ -48,20 +50,37 @@ FROM slept CROSS JOIN todos t ORDER BY t.id";
 
 /// `SELECT pg_sleep(seconds)`, then every todo in id order.
 pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRows, DbError> {
+    let span = tracing::info_span!(
+        "db.query",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.operation = "SELECT",
+        db.statement = LIST_AFTER_SLEEP_SQL,
+        db.sleep_seconds = seconds,
+        db.backend_pid = Empty,
+        otel.status_code = Empty,
+    );
     let statement_timeout = lease.statement_timeout();
     let started = Instant::now();
-    let pg_rows = lease
+    let result = lease
         .run(async |conn| {
             sqlx::query(LIST_AFTER_SLEEP_SQL)
                 .bind(seconds)
                 .fetch_all(conn)
                 .await
         })
-        .await
-        .map_err(|e| DbError::from_sqlx(&e, statement_timeout))?;
+        .instrument(span.clone())
+        .await;
     let db_time = started.elapsed();
+    let pg_rows = result.map_err(|e| {
+        span.record("otel.status_code", "ERROR");
+        DbError::from_sqlx(&e, statement_timeout)
+    })?;
 
-    let backend_pid = pg_rows.first().and_then(|r| r.try_get(0).ok());
+    let backend_pid: Option<i32> = pg_rows.first().and_then(|r| r.try_get(0).ok());
+    if let Some(pid) = backend_pid {
+        span.record("db.backend_pid", i64::from(pid));
+    }
     let rows = pg_rows
         .into_iter()
         .map(|row| Model::from_query_result(&QueryResult::from(row), ""))

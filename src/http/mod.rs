@@ -4,14 +4,14 @@
 pub mod demo;
 pub mod disconnect;
 pub mod error;
+pub mod observe;
 pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use poem::error::{MethodNotAllowedError, NotFoundError};
-use poem::{get, Endpoint, EndpointExt, Request, Response, Route};
+use poem::{get, Endpoint, EndpointExt, Response, Route};
 use tokio::sync::Semaphore;
 
 use crate::db::pool::Pool;
@@ -26,6 +26,7 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// Which connections' clients have hung up (see [`disconnect`]).
     pub disconnects: disconnect::Disconnects,
+    pub request_durations: crate::metrics::RequestDurations,
     migrated: AtomicBool,
 }
 
@@ -37,6 +38,7 @@ impl AppState {
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
             disconnects: disconnect::Disconnects::default(),
+            request_durations: Default::default(),
             migrated: AtomicBool::new(false),
         }
     }
@@ -51,15 +53,17 @@ impl AppState {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    let observed = state.clone();
     Route::new()
         .at("/test/postgres/", get(demo::test_postgres))
         .at("/test/postgres", get(demo::test_postgres))
         .at("/healthz", get(status::healthz))
         .at("/readyz", get(status::readyz))
         .at("/pool", get(status::pool))
+        .at("/metrics", get(status::metrics))
         .data(state)
         .catch_all_error(|err: poem::Error| async move { error_response(err) })
-        .around(access_log)
+        .around(move |ep, req| observe::observe(ep, req, observed.clone()))
 }
 
 /// Our own errors render themselves; poem's routing errors become JSON too.
@@ -76,31 +80,4 @@ fn error_response(err: poem::Error) -> Response {
         return poem::Error::from_string(err.to_string(), status).into_response();
     };
     poem::Error::from(api).into_response()
-}
-
-/// One line per request: route, status, pool wait and database time.
-async fn access_log<E: Endpoint<Output = Response>>(
-    ep: Arc<E>,
-    req: Request,
-) -> poem::Result<Response> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let resp = ep.call(req).await?;
-    let timing = resp.extensions().get::<demo::Timing>().copied();
-    let status = resp.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match timing {
-        Some(t) => tracing::info!(
-            target: "poolscope::access",
-            %method, path, status, elapsed_ms,
-            pool_wait_ms = t.pool_wait.as_secs_f64() * 1000.0,
-            db_ms = t.db_time.map(|d| d.as_secs_f64() * 1000.0),
-            "request"
-        ),
-        None => {
-            tracing::info!(target: "poolscope::access", %method, path, status, elapsed_ms, "request")
-        }
-    }
-    Ok(resp)
 }

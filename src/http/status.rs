@@ -38,6 +38,20 @@ pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// Prometheus text; PostgreSQL's numbers are the last background sample.
+#[handler]
+pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
+    let body = crate::metrics::render(
+        &state.pool.snapshot(),
+        state.pool.wait_time(),
+        &state.request_durations,
+        state.pool.monitor().last_sample().as_ref(),
+    );
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}
+
 #[handler]
 pub async fn pool(state: Data<&Arc<AppState>>) -> Json<Value> {
     Json(pool_report(&state).await)

@@ -7,5 +7,6 @@ mod client;
 mod demo;
 mod errors;
 mod lifecycle;
+mod observability;
 mod reliability;
 mod settings;

@@ -1,0 +1,89 @@
+//! One place that watches every request: the server span (continuing the
+//! caller's W3C `traceparent`), the access log line with pool wait and
+//! database time, and the request-duration histogram.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use opentelemetry::propagation::Extractor;
+use poem::http::HeaderMap;
+use poem::{Endpoint, Request, Response};
+use tracing::field::Empty;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::demo::Timing;
+use super::AppState;
+
+/// The route label: known routes by name, everything else as `other`, so a
+/// scan of random paths cannot blow up the metric's cardinality.
+pub fn route_of(path: &str) -> &'static str {
+    match path {
+        "/test/postgres/" | "/test/postgres" => "/test/postgres/",
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/pool" => "/pool",
+        "/metrics" => "/metrics",
+        _ => "other",
+    }
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+pub async fn observe<E: Endpoint<Output = Response>>(
+    ep: Arc<E>,
+    req: Request,
+    state: Arc<AppState>,
+) -> poem::Result<Response> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = route_of(req.uri().path());
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route,
+        url.path = %req.uri().path(),
+        http.response.status_code = Empty,
+        otel.status_code = Empty,
+    );
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
+    span.set_parent(parent);
+
+    let resp = ep.call(req).instrument(span.clone()).await?;
+
+    let elapsed = started.elapsed();
+    let status = resp.status().as_u16();
+    span.record("http.response.status_code", i64::from(status));
+    if resp.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    state.request_durations.record(route, status, elapsed);
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    let _in_span = span.enter();
+    match resp.extensions().get::<Timing>() {
+        Some(t) => tracing::info!(
+            target: "poolscope::access",
+            %method, route, status, elapsed_ms,
+            pool_wait_ms = t.pool_wait.as_secs_f64() * 1000.0,
+            db_ms = t.db_time.map(|d| d.as_secs_f64() * 1000.0),
+            "request"
+        ),
+        None => {
+            tracing::info!(target: "poolscope::access", %method, route, status, elapsed_ms, "request")
+        }
+    }
+    Ok(resp)
+}

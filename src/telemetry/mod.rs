@@ -1,0 +1,95 @@
+//! Logs and traces.
+//!
+//! * Logs: `RUST_LOG` filtering, `LOG_FORMAT=pretty|json`, one access line
+//!   per request (see [`crate::http::observe`]).
+//! * Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the service's spans
+//!   (`HTTP request` → `pool.acquire`, `db.query`) go out over OTLP
+//!   ([`traces`]); W3C `traceparent` on incoming requests is honoured.
+//!
+//! SeaORM instruments some methods at `trace` level with the connection's
+//! `Debug`, and sqlx's connect options `Debug` prints the password. So when
+//! `RUST_LOG` asks for `trace` anywhere, `sea_orm` and `sqlx` are capped at
+//! `debug`: no log line can hold the password, even at `RUST_LOG=trace`.
+
+pub mod traces;
+
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::{fmt, prelude::*, EnvFilter, Layer};
+
+use crate::settings::{LogFormat, TelemetrySettings};
+
+/// Directives appended to a filter that enables `trace`; later, more
+/// specific directives win in `EnvFilter`.
+const SECRET_SAFE_CAPS: &str = "sea_orm=debug,sqlx=debug";
+
+pub fn filter(spec: &str) -> EnvFilter {
+    let Ok(wanted) = EnvFilter::try_new(spec) else {
+        return EnvFilter::new("info");
+    };
+    if wanted.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
+        EnvFilter::new(format!("{spec},{SECRET_SAFE_CAPS}"))
+    } else {
+        wanted
+    }
+}
+
+/// Shuts the tracer provider down when dropped, flushing pending spans.
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "flushing traces at shutdown failed");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber (a second call, as in tests, changes nothing).
+/// Must run inside the tokio runtime: the OTLP exporters use it.
+pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
+    let fmt_layer = match settings.log_format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer().compact().boxed(),
+    }
+    .with_filter(filter(&settings.log_filter));
+
+    let provider = settings.otlp_endpoint.as_deref().and_then(|endpoint| {
+        match traces::provider(endpoint, settings.otlp_protocol, &settings.service_name) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("poolscope: traces disabled: {e}");
+                None
+            }
+        }
+    });
+    // Only the service's own spans are exported, whatever RUST_LOG says: the
+    // exporter's own HTTP/gRPC spans must never feed back into it.
+    let otel_layer = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("poolscope"))
+            .with_filter(Targets::new().with_target("poolscope", Level::INFO))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt_layer)
+        .with(otel_layer)
+        .try_init();
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        if provider.is_some() {
+            tracing::info!(endpoint, protocol = ?settings.otlp_protocol, "exporting traces over OTLP");
+        }
+    }
+    TelemetryGuard { provider }
+}

@@ -1,0 +1,239 @@
+//! Traces and metrics: one request exports the span tree over OTLP to an
+//! in-process receiver; `/metrics` is right in the middle of a wave.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use poem::listener::{Acceptor, Listener};
+use poem::web::Data;
+use poem::{handler, post, EndpointExt, Route, Server};
+use prost::Message;
+
+use crate::helpers::{free_port, get_url, Cluster, TestApp};
+
+type Received = Arc<Mutex<Vec<Span>>>;
+
+#[handler]
+fn receive(body: Vec<u8>, spans: Data<&Received>) -> &'static str {
+    let req = ExportTraceServiceRequest::decode(body.as_slice()).expect("OTLP protobuf");
+    let mut all = spans.lock().unwrap();
+    for rs in req.resource_spans {
+        let service = rs
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.value.clone());
+        assert_eq!(service, Some(Value::StringValue("poolscope-test".into())));
+        for ss in rs.scope_spans {
+            all.extend(ss.spans);
+        }
+    }
+    ""
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_exports_the_span_tree_over_otlp() {
+    let received: Received = Arc::default();
+    let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let collector = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new()
+        .at("/v1/traces", post(receive))
+        .data(received.clone());
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+
+    let url = Cluster::shared().create_database();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
+        .arg("serve")
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", port.to_string())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        .env("OTEL_SERVICE_NAME", "poolscope-test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        poolscope::client::http::get(
+            &poolscope::client::http::Target::parse(&format!("{base}/readyz")).unwrap(),
+            Duration::from_secs(1)
+        )
+        .await,
+        Ok(ref a) if a.status == 200
+    ) {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A caller's trace context: the server span must continue it.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let answer = raw_get_with_traceparent(port, &format!("00-{trace_id}-{caller_span}-01")).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // SIGTERM flushes the spans on the way out.
+    // SAFETY: kill(2) with a valid pid and signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let spans = received.lock().unwrap().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "GET /test/postgres/")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(hex(&server.trace_id), trace_id);
+    assert_eq!(hex(&server.parent_span_id), caller_span);
+    assert_eq!(
+        attr(server, "http.response.status_code"),
+        Some(&Value::IntValue(200))
+    );
+
+    let child_of_server = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.parent_span_id == server.span_id)
+            .unwrap_or_else(|| panic!("no {name} span under the server span"))
+    };
+    let acquire = child_of_server("pool.acquire");
+    assert_eq!(
+        attr(acquire, "outcome"),
+        Some(&Value::StringValue("acquired".into()))
+    );
+    let query = child_of_server("db.query");
+    assert_eq!(
+        attr(query, "db.system"),
+        Some(&Value::StringValue("postgresql".into()))
+    );
+    assert!(
+        matches!(attr(query, "db.statement"), Some(Value::StringValue(s)) if s.contains("pg_sleep"))
+    );
+    assert!(matches!(attr(query, "db.backend_pid"), Some(Value::IntValue(pid)) if *pid > 0));
+    assert!(acquire.end_time_unix_nano <= query.start_time_unix_nano);
+}
+
+/// GET /test/postgres/?seconds=0 with a traceparent header, over a raw socket.
+async fn raw_get_with_traceparent(port: u16, traceparent: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /test/postgres/?seconds=0 HTTP/1.1\r\nHost: x\r\ntraceparent: {traceparent}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name_and_labels} not in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_are_right_in_the_middle_of_a_wave() {
+    let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "1")]).await;
+    let url = app.url("/test/postgres/?seconds=1");
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get_url(&url).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let during = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+
+    let p = "{pool_name=\"poolscope\"";
+    assert_eq!(
+        metric(&during, &format!("db_client_connection_max{p}}}")),
+        3.0
+    );
+    assert_eq!(
+        metric(&during, &format!("db_client_connection_idle_min{p}}}")),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &during,
+            &format!("db_client_connection_count{p},state=\"used\"}}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &during,
+            &format!("db_client_connection_pending_requests{p}}}")
+        ),
+        2.0
+    );
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+
+    let after = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &after,
+            &format!("db_client_connection_pending_requests{p}}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            &format!("db_client_connection_count{p},state=\"used\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            &format!("db_client_connection_wait_time_count{p}}}")
+        ),
+        5.0
+    );
+    // Two requests waited a whole wave (≈1 s) for their connection.
+    assert_eq!(
+        metric(
+            &after,
+            &format!("db_client_connection_wait_time_bucket{p},le=\"0.5\"}}")
+        ),
+        3.0
+    );
+    let ok = "http_server_request_duration_count{http_route=\"/test/postgres/\",http_response_status_code=\"200\"}";
+    assert_eq!(metric(&after, ok), 5.0);
+    assert_eq!(metric(&after, "postgresql_max_connections"), 300.0);
+}
