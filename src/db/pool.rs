@@ -39,6 +39,9 @@ use crate::settings::DatabaseSettings;
 /// of sleeping on for the rest of `pg_sleep`.
 const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 
+/// How often a waiting request checks that the database is reachable.
+const REACHABILITY_CHECK: Duration = Duration::from_secs(1);
+
 /// The service's pool with live counters.
 #[derive(Clone)]
 pub struct Pool {
@@ -192,21 +195,54 @@ impl Pool {
 
     async fn acquire_inner(&self) -> Result<Lease, AcquireError> {
         let started = Instant::now();
+        // With no connection open (database down at start, or every connection
+        // lost in a restart), sqlx would retry "connection refused" silently
+        // until DB_POOL_TIMEOUT. Ask the probe first (at most once a second)
+        // and answer at once while the database is unreachable.
+        if self.sqlx().size() == 0 {
+            if let ProbeOutcome::Failed(e) = self.inner.monitor.probe().await {
+                self.inner.wait_time.record(started.elapsed());
+                return Err(AcquireError::Db(e));
+            }
+        }
         let result = {
             let _waiting = Counted::enter(&self.inner.waiting);
             tracing::Span::current()
                 .record("pool.waiting", self.inner.waiting.load(Ordering::Relaxed));
-            self.sqlx().acquire().await
+            self.wait_for_connection().await
         };
         let waited = started.elapsed();
         self.inner.wait_time.record(waited);
         match result {
-            Ok(conn) => Ok(Lease::new(conn, waited, self.inner.clone())),
-            Err(sqlx::Error::PoolTimedOut) => Err(self.explain_timeout(waited).await),
-            Err(e) => Err(AcquireError::Db(DbError::from_sqlx(
+            Ok(Ok(conn)) => Ok(Lease::new(conn, waited, self.inner.clone())),
+            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(self.explain_timeout(waited).await),
+            Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(
                 &e,
                 self.inner.settings.statement_timeout,
             ))),
+            Err(unreachable) => Err(AcquireError::Db(unreachable)),
+        }
+    }
+
+    /// sqlx's acquire, but a waiter that may be stuck retrying a connection
+    /// (pool below its maximum) checks every second whether the database is
+    /// reachable at all, and gives up at once when it is not. Refusals
+    /// ("too many clients") are left to the pool timeout, as sqlx reports them.
+    async fn wait_for_connection(
+        &self,
+    ) -> Result<Result<PoolConnection<Postgres>, sqlx::Error>, DbError> {
+        let acquire = self.sqlx().acquire();
+        tokio::pin!(acquire);
+        loop {
+            let may_be_connecting = self.sqlx().size() < self.inner.settings.pool_max();
+            tokio::select! {
+                result = &mut acquire => return Ok(result),
+                _ = tokio::time::sleep(REACHABILITY_CHECK), if may_be_connecting => {
+                    if let ProbeOutcome::Failed(e) = self.inner.monitor.probe().await {
+                        return Err(e);
+                    }
+                }
+            }
         }
     }
 

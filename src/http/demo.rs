@@ -49,17 +49,19 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
 }
 
 async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiError> {
-    if !state.is_migrated() {
-        return Err(ApiError::Db(DbError::Unavailable(
-            "the schema is not migrated yet (waiting for the database)".into(),
-        )));
-    }
     let pool_timeout = state.settings.database.pool_timeout;
     let mut lease = state
         .pool
         .acquire()
         .await
         .map_err(|e| ApiError::from_acquire(e, pool_timeout))?;
+    // Checked after the acquire, so that a database that cannot be reached
+    // (or refuses the login) is reported as such rather than as "not migrated".
+    if !state.is_migrated() {
+        return Err(ApiError::Db(DbError::Unavailable(
+            "the schema is not migrated yet (waiting for the database)".into(),
+        )));
+    }
     let pool_wait = lease.waited();
     let slept = todos::list_after_sleep(&mut lease, seconds)
         .await

@@ -58,6 +58,11 @@ impl Cluster {
 
     /// Starts a new private cluster with the given server settings.
     pub fn start(server_settings: &[(&str, &str)]) -> Cluster {
+        Self::start_on(free_port(), server_settings)
+    }
+
+    /// Starts a new private cluster on `port`.
+    pub fn start_on(port: u16, server_settings: &[(&str, &str)]) -> Cluster {
         let bin = pg_bin_dir();
         let dir = std::env::temp_dir().join(format!("poolscope-pg-{}", unique_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -83,7 +88,6 @@ impl Cluster {
             "--locale=C",
             "--no-sync",
         ]));
-        let port = free_port();
         let mut args = vec![
             format!("-p {port}"),
             "-c listen_addresses=127.0.0.1".into(),
@@ -93,11 +97,16 @@ impl Cluster {
             "-c full_page_writes=off".into(),
         ];
         args.extend(server_settings.iter().map(|(k, v)| format!("-c {k}={v}")));
-        // The watchdog: stop postgres when the test process (our pid) is gone.
+        // The watchdog: restarts postgres when it stops (see `restart`), and
+        // stops it for good when the test process (our pid) is gone.
         let script = format!(
-            "{postgres} -D {data} {args} >{log} 2>&1 & pg=$!\n\
-             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done\n\
-             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}\n",
+            "while [ -d /proc/{parent} ]; do\n\
+               {postgres} -D {data} {args} >>{log} 2>&1 & pg=$!\n\
+               while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.1; done\n\
+               kill -INT $pg 2>/dev/null; wait $pg\n\
+               [ -f {dir}/hold ] && while [ -f {dir}/hold ] && [ -d /proc/{parent} ]; do sleep 0.1; done\n\
+             done\n\
+             rm -rf {dir}\n",
             postgres = bin.join("postgres").display(),
             data = data.display(),
             args = args.join(" "),
@@ -125,19 +134,50 @@ impl Cluster {
             service_password: SERVICE_PASSWORD.into(),
             _dir: Some(dir.clone()),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !cluster.try_sql("postgres", "SELECT 1") {
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-                panic!("test cluster did not start within 60s; log:\n{log}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        cluster.wait_accepting(&dir);
         cluster.sql(
             "postgres",
             &format!("CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_PASSWORD}' NOSUPERUSER"),
         );
         cluster
+    }
+
+    fn wait_accepting(&self, dir: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.try_sql("postgres", "SELECT 1") {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+                panic!("test cluster did not accept connections within 60s; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are terminated); it stays
+    /// down until [`Cluster::start_again`].
+    pub fn stop_for_now(&self) {
+        let dir = self
+            ._dir
+            .as_ref()
+            .expect("only our own clusters can be stopped");
+        std::fs::write(dir.join("hold"), "").unwrap();
+        let pid = std::fs::read_to_string(dir.join("data/postmaster.pid")).unwrap();
+        let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
+        // SAFETY: kill(2) with a pid read from postmaster.pid.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        while self.try_sql("postgres", "SELECT 1") {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Lets the watchdog start the server again and waits until it accepts.
+    pub fn start_again(&self) {
+        let dir = self
+            ._dir
+            .as_ref()
+            .expect("only our own clusters can be started");
+        std::fs::remove_file(dir.join("hold")).unwrap();
+        self.wait_accepting(dir);
     }
 
     fn psql(&self, db: &str, sql: &str) -> std::process::Output {
@@ -180,12 +220,16 @@ impl Cluster {
 
     /// A new empty database owned by the service's role; returns its URL.
     pub fn create_database(&self) -> String {
-        let name = format!("t_{}", unique_suffix());
+        self.create_database_named(&format!("t_{}", unique_suffix()))
+    }
+
+    /// A database with a given name owned by the service's role.
+    pub fn create_database_named(&self, name: &str) -> String {
         self.sql(
             "postgres",
             &format!("CREATE DATABASE {name} OWNER {}", self.service_user),
         );
-        self.service_url(&name)
+        self.service_url(name)
     }
 
     pub fn service_url(&self, db: &str) -> String {

@@ -148,20 +148,3 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
-
-/// The service starts without its database, says it is not ready, answers
-/// 503 db_unavailable, and serves once the database is there.
-#[tokio::test]
-async fn starts_without_the_database_and_recovers() {
-    let port = free_port();
-    let url = format!("postgres://poolscope:pw@127.0.0.1:{port}/poolscope");
-    let app = TestApp::spawn_with_url(&url, &[("DB_POOL_TIMEOUT", "2")]).await;
-
-    assert_eq!(app.get("/healthz").await.status, 200);
-    assert_eq!(app.get("/readyz").await.status, 503);
-    let started = Instant::now();
-    let answer = app.get("/test/postgres/?seconds=0").await;
-    assert_eq!(answer.status, 503);
-    assert_eq!(json(&answer)["error"], "db_unavailable");
-    assert!(started.elapsed() < Duration::from_secs(3));
-}

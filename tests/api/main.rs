@@ -8,5 +8,6 @@ mod demo;
 mod errors;
 mod lifecycle;
 mod observability;
+mod parsers;
 mod reliability;
 mod settings;

@@ -166,3 +166,252 @@ async fn no_log_line_holds_the_password_even_at_trace() {
         "password in logs:\n{logs}"
     );
 }
+
+/// The service starts without its database: not ready, 503 db_unavailable at
+/// once (not after DB_POOL_TIMEOUT), and serving soon after the database is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_without_the_database_and_serves_once_it_is_up() {
+    let port = free_port();
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{port}/poolscope",
+        crate::helpers::SERVICE_ROLE,
+        crate::helpers::SERVICE_PASSWORD
+    );
+    let app = TestApp::spawn_with_url(&url, &[]).await; // DB_POOL_TIMEOUT = 30
+
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 503);
+    let started = Instant::now();
+    let answer = app.get("/test/postgres/?seconds=0").await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 503);
+    assert_eq!(crate::helpers::json(&answer)["error"], "db_unavailable");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    eprintln!("measured: db down → 503 db_unavailable in {took:?}");
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        let c = Cluster::start_on(port, &[]);
+        c.create_database_named("poolscope");
+        c
+    })
+    .await
+    .unwrap();
+    let up = Instant::now();
+    loop {
+        if app.get("/test/postgres/?seconds=0").await.status == 200 {
+            break;
+        }
+        assert!(
+            up.elapsed() < Duration::from_secs(10),
+            "not serving 10 s after the database came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "measured: serving {:?} after the database accepted connections",
+        up.elapsed()
+    );
+    drop(cluster);
+}
+
+/// A database restart under load: in-flight requests get a 503 quickly,
+/// requests during the outage too, and service resumes within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_a_database_restart_under_load() {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&[]))
+        .await
+        .unwrap();
+    let app = TestApp::spawn_on(&cluster, &[("DB_POOL_SIZE", "5"), ("DB_MAX_OVERFLOW", "5")]).await;
+    let url = app.url("/test/postgres/?seconds=5");
+    let in_flight: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let answer = crate::helpers::get_url(&url).await;
+                (
+                    answer.status,
+                    crate::helpers::json(&answer)["error"].clone(),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop_for_now();
+        cluster
+    })
+    .await
+    .unwrap();
+    for r in in_flight {
+        let (status, kind, took) = r.await.unwrap();
+        assert_eq!(
+            (status, kind.as_str()),
+            (503, Some("db_unavailable")),
+            "{took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    let started = Instant::now();
+    let during = app.get("/test/postgres/?seconds=0").await;
+    assert_eq!(during.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.start_again();
+        cluster
+    })
+    .await
+    .unwrap();
+    let up = Instant::now();
+    loop {
+        if app.get("/test/postgres/?seconds=0").await.status == 200 {
+            break;
+        }
+        assert!(
+            up.elapsed() < Duration::from_secs(5),
+            "not serving 5 s after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "measured: serving {:?} after the database came back",
+        up.elapsed()
+    );
+    drop(cluster);
+}
+
+/// Five times the pool's capacity: the excess waits DB_POOL_TIMEOUT (±10%)
+/// and is told so with the live counts; errors stop once the load drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_exhaustion_times_out_on_time_and_recovers() {
+    let app = TestApp::spawn(&[
+        ("DB_POOL_SIZE", "2"),
+        ("DB_MAX_OVERFLOW", "0"),
+        ("DB_POOL_TIMEOUT", "1"),
+    ])
+    .await;
+    let url = app.url("/test/postgres/?seconds=2");
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { crate::helpers::get_url(&url).await })
+        })
+        .collect();
+    let mut waited = Vec::new();
+    let mut ok = 0;
+    for r in requests {
+        let answer = r.await.unwrap();
+        if answer.status == 200 {
+            ok += 1;
+            continue;
+        }
+        let body = crate::helpers::json(&answer);
+        assert_eq!(body["error"], "pool_timeout", "{body}");
+        assert_eq!(body["pool"]["in_use"], 2, "{body}");
+        waited.push(body["waited_ms"].as_u64().unwrap());
+    }
+    assert_eq!((ok, waited.len()), (2, 8));
+    assert!(
+        waited.iter().all(|w| (900..=1100).contains(w)),
+        "{waited:?}"
+    );
+    eprintln!("measured: pool_timeout after {waited:?} ms (DB_POOL_TIMEOUT = 1 s)");
+
+    let started = Instant::now();
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+/// Beyond MAX_IN_FLIGHT: an immediate 503 overloaded with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_max_in_flight_is_an_immediate_503() {
+    let app = TestApp::spawn(&[("MAX_IN_FLIGHT", "3")]).await;
+    let url = app.url("/test/postgres/?seconds=1");
+    let holders: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { crate::helpers::get_url(&url).await.status })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let answer = app.get("/test/postgres/?seconds=0").await;
+    let took = started.elapsed();
+
+    assert_eq!(answer.status, 503);
+    assert_eq!(crate::helpers::json(&answer)["error"], "overloaded");
+    assert!(crate::helpers::header(&answer, "retry-after").is_some());
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    eprintln!("measured: overloaded answered in {took:?}");
+    for h in holders {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
+}
+
+/// A password with URL-special characters works percent-encoded; a wrong one
+/// is a clear 503 naming the cause, not a hang.
+#[tokio::test]
+async fn special_and_wrong_passwords() {
+    let cluster = Cluster::shared();
+    let role = format!("special_{}", crate::helpers::unique_suffix());
+    let password = "p@ss#w%rd:/x";
+    cluster.sql(
+        "postgres",
+        &format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+    );
+    let db = format!("d_{role}");
+    cluster.sql("postgres", &format!("CREATE DATABASE {db} OWNER {role}"));
+    let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
+    let good = format!(
+        "postgres://{role}:{encoded}@{}:{}/{db}",
+        cluster.host, cluster.port
+    );
+    let app = TestApp::spawn_with_url(&good, &[]).await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
+
+    let bad = format!(
+        "postgres://{role}:wrong@{}:{}/{db}",
+        cluster.host, cluster.port
+    );
+    let app = TestApp::spawn_with_url(&bad, &[]).await;
+    let started = Instant::now();
+    let answer = app.get("/test/postgres/?seconds=0").await;
+    let body = crate::helpers::json(&answer);
+    assert_eq!(answer.status, 503, "{body}");
+    assert_eq!(body["error"], "db_unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("password authentication failed"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("wrong"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(app.get("/readyz").await.status, 503);
+}
+
+/// Wrong methods are a JSON 405.
+#[tokio::test]
+async fn wrong_method_is_a_json_405() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn(&[]).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(b"POST /test/postgres/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    assert!(out.contains("\"error\":\"method_not_allowed\""), "{out}");
+}
