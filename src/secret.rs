@@ -53,6 +53,18 @@ impl DatabaseUrl {
         })
     }
 
+    /// The same URL with another password (read from a file, say), which
+    /// is percent-encoded here so any character works.
+    pub fn with_password(&self, password: &str) -> Result<DatabaseUrl, String> {
+        let mut url = url::Url::parse(&self.full).map_err(|e| e.to_string())?;
+        url.set_password(Some(password))
+            .map_err(|()| "the URL cannot carry a password".to_owned())?;
+        if url.username().is_empty() {
+            return Err("DATABASE_URL names no user for the password".into());
+        }
+        DatabaseUrl::parse(url.as_str())
+    }
+
     /// sqlx options for this URL (already known to parse).
     pub fn connect_options(&self) -> PgConnectOptions {
         self.full

@@ -25,6 +25,9 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
         "DATABASE_URL",
         Some("postgres://poolscope:poolscope@localhost:5432/poolscope"),
     ),
+    // A file holding the password (e.g. a compose secret); replaces the
+    // password in DATABASE_URL, so the URL in the environment holds none.
+    ("DATABASE_PASSWORD_FILE", None),
     ("DB_POOL_SIZE", Some("10")),
     ("DB_MAX_OVERFLOW", Some("10")),
     ("DB_POOL_TIMEOUT", Some("30")),
@@ -390,10 +393,29 @@ impl Validator<'_> {
     }
 
     fn database_url(&mut self) -> Option<DatabaseUrl> {
-        match DatabaseUrl::parse(self.raw("DATABASE_URL")) {
-            Ok(url) => Some(url),
+        let url = match DatabaseUrl::parse(self.raw("DATABASE_URL")) {
+            Ok(url) => url,
             Err(why) => {
                 self.error("DATABASE_URL", why);
+                return None;
+            }
+        };
+        let Some(path) = self.raw.get("DATABASE_PASSWORD_FILE").cloned() else {
+            return Some(url);
+        };
+        let password = match std::fs::read_to_string(&path) {
+            Ok(p) => p.trim_end_matches(['\r', '\n']).to_owned(),
+            Err(e) => {
+                let msg =
+                    format!("expected a readable file holding the password, got \"{path}\" ({e})");
+                self.error("DATABASE_PASSWORD_FILE", msg);
+                return None;
+            }
+        };
+        match url.with_password(&password) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                self.error("DATABASE_PASSWORD_FILE", why);
                 None
             }
         }

@@ -379,6 +379,18 @@ async fn special_and_wrong_passwords() {
     app.wait_ready(Duration::from_secs(30)).await;
     assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
 
+    // The same password from a file (a compose secret), unencoded.
+    let file = std::env::temp_dir().join(format!("{role}.pw"));
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let no_password = format!("postgres://{role}@{}:{}/{db}", cluster.host, cluster.port);
+    let app = TestApp::spawn_with_url(
+        &no_password,
+        &[("DATABASE_PASSWORD_FILE", file.to_str().unwrap())],
+    )
+    .await;
+    app.wait_ready(Duration::from_secs(30)).await;
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
+
     let bad = format!(
         "postgres://{role}:wrong@{}:{}/{db}",
         cluster.host, cluster.port

@@ -112,3 +112,28 @@ fn empty_values_fall_back_to_defaults() {
     // DB_STATEMENT_TIMEOUT defaults to SLEEP_MAX + 5.
     assert_eq!(settings.database.statement_timeout.as_secs(), 35);
 }
+
+#[test]
+fn the_password_can_come_from_a_file() {
+    let dir = std::env::temp_dir().join(format!("pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("db_password");
+    std::fs::write(&file, "p@ss w/rd#%\n").unwrap();
+    let path = file.to_str().unwrap();
+    let settings = poolscope::settings::Settings::from_vars([
+        ("DATABASE_URL", "postgres://poolscope@db:5432/poolscope"),
+        ("DATABASE_PASSWORD_FILE", path),
+    ])
+    .unwrap();
+    let opts = settings.database.url.connect_options();
+    assert_eq!(opts.get_username(), "poolscope");
+    assert!(!format!("{settings:?}").contains("p@ss"));
+
+    let out = serve_with(&[("DATABASE_PASSWORD_FILE", "/nonexistent/secret")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DATABASE_PASSWORD_FILE: expected a readable file"),
+        "{stderr}"
+    );
+}
