@@ -237,3 +237,59 @@ async fn metrics_are_right_in_the_middle_of_a_wave() {
     assert_eq!(metric(&after, ok), 5.0);
     assert_eq!(metric(&after, "postgresql_max_connections"), 300.0);
 }
+
+/// The provisioned Grafana dashboard is valid JSON, and every query in it
+/// names metrics the service really exports.
+#[tokio::test]
+async fn every_dashboard_query_names_an_exported_metric() {
+    let app = TestApp::spawn(&[]).await;
+    // One request so that the per-route histogram has a series.
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
+    let _ = app.get("/pool").await; // the PostgreSQL sample is there from startup
+    let exposition = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+    let mut exported = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            exported.insert(name.to_owned());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/observability/grafana/dashboards/poolscope.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let ours = |t: &str| {
+        ["db_client_", "http_server_", "postgresql_"]
+            .iter()
+            .any(|p| t.starts_with(p))
+    };
+    for expr in &exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|t| ours(t))
+            .collect();
+        assert!(!names.is_empty(), "query names no poolscope metric: {expr}");
+        for name in names {
+            assert!(
+                exported.contains(name),
+                "{name} (in {expr}) is not exported; /metrics has {exported:?}"
+            );
+        }
+    }
+}
