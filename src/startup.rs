@@ -104,13 +104,20 @@ async fn prepare_database(state: Arc<AppState>) {
     // pool will take every slot the server grants.
     let _ = state.pool.monitor().sample().await;
     let mut delay = Duration::from_millis(250);
-    loop {
+    for attempt in 1u64.. {
         match Migrator::up(state.pool.sea(), None).await {
             Ok(()) => break,
             Err(e) => {
-                tracing::warn!(error = %crate::db::errors::describe_db_err(&e), retry_in_s = delay.as_secs_f64(), "migration failed; retrying");
+                let error = crate::db::errors::describe_db_err(&e);
+                // Warn on the first failure and then about once a minute, not every retry.
+                if attempt == 1 || attempt % 60 == 0 {
+                    tracing::warn!(%error, attempt, "migration failed (database not reachable?); retrying every second");
+                } else {
+                    tracing::debug!(%error, attempt, "migration failed; retrying");
+                }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                // Capped at 1 s: the service should serve soon after the database is up.
+                delay = (delay * 2).min(Duration::from_secs(1));
             }
         }
     }
