@@ -135,13 +135,15 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let exited = Instant::now();
+    let deadline = exited + Duration::from_secs(2);
     loop {
         let left = cluster.sql(
             "postgres",
             &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}'"),
         );
         if left == "0" {
+            eprintln!("measured: SIGTERM drained the in-flight request (200), exit 0, backends gone {:?} after exit", exited.elapsed());
             break;
         }
         assert!(Instant::now() < deadline, "{left} backends left after exit");
