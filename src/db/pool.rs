@@ -281,13 +281,19 @@ impl Pool {
     }
 
     /// Answers within `limit` when a pooled connection responds to a ping.
+    ///
+    /// The attempt runs in its own task: when it is slower than `limit` (a
+    /// new connection's authentication on a loaded machine, say), the answer
+    /// is "not ready", but the connection it was opening still joins the pool
+    /// instead of being abandoned half-way — so a later check can succeed.
     pub async fn ping(&self, limit: Duration) -> bool {
         use sqlx::Connection;
-        let attempt = async {
-            let mut conn = self.sqlx().acquire().await.ok()?;
+        let pool = self.sqlx().clone();
+        let attempt = tokio::spawn(async move {
+            let mut conn = pool.acquire().await.ok()?;
             conn.ping().await.ok()
-        };
-        matches!(tokio::time::timeout(limit, attempt).await, Ok(Some(())))
+        });
+        matches!(tokio::time::timeout(limit, attempt).await, Ok(Ok(Some(()))))
     }
 
     /// Closes every connection, waiting for leased ones to come back.

@@ -305,17 +305,7 @@ impl TestApp {
     }
 
     pub async fn wait_ready(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.get("/readyz").await.status == 200 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "service not ready within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_status(&self.url("/readyz"), 200, limit).await;
     }
 }
 
@@ -445,4 +435,82 @@ pub fn pg_bin_dir() -> PathBuf {
         dirs.pop().expect("no initdb found under /usr/lib/postgresql/*/bin")
     })
     .clone()
+}
+
+/// The real binary running `serve` on a free port, for what only a process
+/// shows: signals, exit codes and its log output.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServeProcess {
+    /// Starts `poolscope serve` with a clean environment (no `.env` either)
+    /// and waits until `/readyz` answers 200.
+    pub async fn start(database_url: &str, vars: &[(&str, &str)], capture: bool) -> ServeProcess {
+        let port = free_port();
+        let output = || {
+            if capture {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
+            .arg("serve")
+            .current_dir(std::env::temp_dir())
+            .env_clear()
+            .env("DATABASE_URL", database_url)
+            .env("APP_HOST", "127.0.0.1")
+            .env("APP_PORT", port.to_string())
+            .envs(vars.iter().copied())
+            .stdout(output())
+            .stderr(output())
+            .spawn()
+            .expect("spawn poolscope serve");
+        let served = ServeProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_for_status(
+            &format!("{}/readyz", served.base),
+            200,
+            Duration::from_secs(30),
+        )
+        .await;
+        served
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) with our child's pid and a valid signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the process to exit; returns its status and output.
+    pub async fn wait(self) -> std::process::Output {
+        tokio::task::spawn_blocking(move || self.child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// GET that may fail (connection refused, timeout) instead of panicking.
+pub async fn try_get(url: &str, timeout: Duration) -> Result<Answer, http::TransportError> {
+    http::get(&Target::parse(url).unwrap(), timeout).await
+}
+
+/// Polls `url` until it answers `status`; returns how long that took.
+pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if matches!(try_get(url, Duration::from_secs(2)).await, Ok(ref a) if a.status == status) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{url} did not answer {status} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,9 +1,9 @@
 //! Migration, /pool, readiness, and graceful shutdown of the real binary.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{free_port, get_url, json, Cluster, TestApp};
+use crate::helpers::{get_url, json, try_get, Cluster, ServeProcess, TestApp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolscope");
 
@@ -89,54 +89,25 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let cluster = Cluster::shared();
     let url = cluster.create_database();
     let db = url.rsplit('/').next().unwrap().to_owned();
-    let port = free_port();
-    let mut child = poolscope(&["serve"], &url)
-        .env("APP_HOST", "127.0.0.1")
-        .env("APP_PORT", port.to_string())
-        .env("SHUTDOWN_GRACE", "10")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = poolscope::client::http::get(
-            &poolscope::client::http::Target::parse(&format!("{base}/readyz")).unwrap(),
-            Duration::from_secs(2),
-        )
-        .await;
-        if matches!(ready, Ok(ref a) if a.status == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = ServeProcess::start(&url, &[("SHUTDOWN_GRACE", "10")], false).await;
 
-    let in_flight = tokio::spawn(get_url_status(format!("{base}/test/postgres/?seconds=1.5")));
+    let in_flight = tokio::spawn(get_url_status(format!(
+        "{}/test/postgres/?seconds=1.5",
+        served.base
+    )));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // SAFETY: kill(2) with a valid pid and signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    served.sigterm();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let refused = poolscope::client::http::get(
-        &poolscope::client::http::Target::parse(&format!("{base}/healthz")).unwrap(),
-        Duration::from_secs(2),
-    )
-    .await;
+    let refused = try_get(&format!("{}/healthz", served.base), Duration::from_secs(2)).await;
     assert!(
         refused.is_err(),
         "a new request was accepted during shutdown"
     );
     assert_eq!(in_flight.await.unwrap(), 200);
+    assert_eq!(served.wait().await.status.code(), Some(0));
 
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
     let exited = Instant::now();
-    let deadline = exited + Duration::from_secs(2);
     loop {
         let left = cluster.sql(
             "postgres",
@@ -146,7 +117,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
             eprintln!("measured: SIGTERM drained the in-flight request (200), exit 0, backends gone {:?} after exit", exited.elapsed());
             break;
         }
-        assert!(Instant::now() < deadline, "{left} backends left after exit");
+        assert!(
+            exited.elapsed() < Duration::from_secs(2),
+            "{left} backends left after exit"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

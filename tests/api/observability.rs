@@ -1,9 +1,8 @@
 //! Traces and metrics: one request exports the span tree over OTLP to an
 //! in-process receiver; `/metrics` is right in the middle of a wave.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -13,7 +12,7 @@ use poem::web::Data;
 use poem::{handler, post, EndpointExt, Route, Server};
 use prost::Message;
 
-use crate::helpers::{free_port, get_url, Cluster, TestApp};
+use crate::helpers::{get_url, Cluster, ServeProcess, TestApp};
 
 type Received = Arc<Mutex<Vec<Span>>>;
 
@@ -57,34 +56,18 @@ async fn one_request_exports_the_span_tree_over_otlp() {
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
 
     let url = Cluster::shared().create_database();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
-        .arg("serve")
-        .current_dir(std::env::temp_dir())
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .env("APP_HOST", "127.0.0.1")
-        .env("APP_PORT", port.to_string())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_SERVICE_NAME", "poolscope-test")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !matches!(
-        poolscope::client::http::get(
-            &poolscope::client::http::Target::parse(&format!("{base}/readyz")).unwrap(),
-            Duration::from_secs(1)
-        )
-        .await,
-        Ok(ref a) if a.status == 200
-    ) {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let endpoint = format!("http://{collector}");
+    let served = ServeProcess::start(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "poolscope-test"),
+        ],
+        false,
+    )
+    .await;
+    let port: u16 = served.base.rsplit(':').next().unwrap().parse().unwrap();
 
     // A caller's trace context: the server span must continue it.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -92,13 +75,8 @@ async fn one_request_exports_the_span_tree_over_otlp() {
     let answer = raw_get_with_traceparent(port, &format!("00-{trace_id}-{caller_span}-01")).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // SIGTERM flushes the spans on the way out.
-    // SAFETY: kill(2) with a valid pid and signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    served.sigterm();
+    assert_eq!(served.wait().await.status.code(), Some(0));
 
     let spans = received.lock().unwrap().clone();
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();

@@ -1,11 +1,10 @@
 //! Faults survived and nothing leaked: abandoned requests, secrets in logs.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use poolscope::client::http::{self, Target};
 
-use crate::helpers::{free_port, Cluster, TestApp};
+use crate::helpers::{free_port, try_get, wait_for_status, Cluster, ServeProcess, TestApp};
 
 /// Backends of this database still running the demo's sleep.
 fn sleeping_backends(cluster: &Cluster, db: &str) -> u32 {
@@ -109,53 +108,18 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
 /// Even at RUST_LOG=trace, with SQL logging on, no line holds the password.
 #[tokio::test]
 async fn no_log_line_holds_the_password_even_at_trace() {
-    let cluster = Cluster::shared();
-    let url = cluster.create_database();
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_poolscope"))
-        .arg("serve")
-        .current_dir(std::env::temp_dir())
-        .env_clear()
-        .env("DATABASE_URL", &url)
-        .env("APP_HOST", "127.0.0.1")
-        .env("APP_PORT", port.to_string())
-        .env("RUST_LOG", "trace")
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http::get(
-            &Target::parse(&format!("{base}/readyz")).unwrap(),
-            Duration::from_secs(2),
-        )
-        .await;
-        if matches!(ready, Ok(ref a) if a.status == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = Cluster::shared().create_database();
+    let served =
+        ServeProcess::start(&url, &[("RUST_LOG", "trace"), ("LOG_FORMAT", "json")], true).await;
     for path in [
         "/test/postgres/?seconds=0",
         "/pool",
         "/test/postgres/?seconds=abc",
     ] {
-        let _ = http::get(
-            &Target::parse(&format!("{base}{path}")).unwrap(),
-            Duration::from_secs(5),
-        )
-        .await;
+        let _ = try_get(&format!("{}{path}", served.base), Duration::from_secs(5)).await;
     }
-    // SAFETY: kill(2) with a valid pid and signal number.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    served.sigterm();
+    let out = served.wait().await;
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -201,21 +165,13 @@ async fn starts_without_the_database_and_serves_once_it_is_up() {
     })
     .await
     .unwrap();
-    let up = Instant::now();
-    loop {
-        if app.get("/test/postgres/?seconds=0").await.status == 200 {
-            break;
-        }
-        assert!(
-            up.elapsed() < Duration::from_secs(10),
-            "not serving 10 s after the database came up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "measured: serving {:?} after the database accepted connections",
-        up.elapsed()
-    );
+    let took = wait_for_status(
+        &app.url("/test/postgres/?seconds=0"),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
+    eprintln!("measured: serving {took:?} after the database accepted connections");
     drop(cluster);
 }
 
@@ -274,21 +230,13 @@ async fn survives_a_database_restart_under_load() {
     })
     .await
     .unwrap();
-    let up = Instant::now();
-    loop {
-        if app.get("/test/postgres/?seconds=0").await.status == 200 {
-            break;
-        }
-        assert!(
-            up.elapsed() < Duration::from_secs(5),
-            "not serving 5 s after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "measured: serving {:?} after the database came back",
-        up.elapsed()
-    );
+    let took = wait_for_status(
+        &app.url("/test/postgres/?seconds=0"),
+        200,
+        Duration::from_secs(5),
+    )
+    .await;
+    eprintln!("measured: serving {took:?} after the database came back");
     drop(cluster);
 }
 
