@@ -193,3 +193,35 @@ async fn bad_arguments_are_usage_errors() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn ctrl_c_prints_the_summary_of_what_finished_and_exits_130() {
+    let app = TestApp::spawn(&[("DB_POOL_SIZE", "1"), ("DB_MAX_OVERFLOW", "0")]).await;
+    let child = Command::new(BIN)
+        .args(["client", "3", "--seconds", "0.5", "--url"])
+        .arg(app.url("/test/postgres/"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first answer comes at 0.5 s, the others would at 1.0 and 1.5 s.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // SAFETY: kill(2) with our child's pid and a valid signal number.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(
+        stdout.contains("Summary (interrupted: 1 of 3 answered)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("statuses: 200 × 1"), "{stdout}");
+    assert!(
+        stdout.contains("interrupted after 1 of 3 answers"),
+        "{stdout}"
+    );
+}
