@@ -3,6 +3,7 @@
 //! mapping of driver errors onto what a user should be told ([`errors`]).
 
 pub mod errors;
+pub mod lease;
 pub mod pool;
 pub mod server_info;
 pub mod todos;

@@ -27,6 +27,8 @@ use sqlx::{PgPool, Postgres};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+pub use super::lease::Lease;
+
 use super::errors::DbError;
 use super::server_info::{Monitor, ProbeOutcome};
 use super::APPLICATION_NAME;
@@ -53,7 +55,7 @@ struct Inner {
     settings: DatabaseSettings,
     monitor: Monitor,
     waiting: AtomicUsize,
-    in_use: AtomicUsize,
+    in_use: Arc<AtomicUsize>,
     timeouts: AtomicU64,
     refusals: AtomicU64,
     wait_time: Histogram,
@@ -110,7 +112,7 @@ impl Pool {
                 monitor: Monitor::new(settings),
                 settings: settings.clone(),
                 waiting: AtomicUsize::new(0),
-                in_use: AtomicUsize::new(0),
+                in_use: Arc::new(AtomicUsize::new(0)),
                 timeouts: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
                 wait_time: Histogram::default(),
@@ -214,7 +216,12 @@ impl Pool {
         let waited = started.elapsed();
         self.inner.wait_time.record(waited);
         match result {
-            Ok(Ok(conn)) => Ok(Lease::new(conn, waited, self.inner.clone())),
+            Ok(Ok(conn)) => Ok(Lease::new(
+                conn,
+                waited,
+                self.inner.in_use.clone(),
+                self.inner.settings.statement_timeout,
+            )),
             Ok(Err(sqlx::Error::PoolTimedOut)) => Err(self.explain_timeout(waited).await),
             Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(
                 &e,
@@ -317,61 +324,5 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A pooled connection on loan to one request.
-///
-/// sqlx does not cancel a statement whose future is dropped: on return to the
-/// pool it pings the connection, which waits for the running `pg_sleep` to
-/// finish, so an abandoned request would hold a pool slot and a server backend
-/// for the full sleep. A `Lease` dropped while a statement is in flight instead
-/// closes its connection; with `client_connection_check_interval` the server
-/// notices within a second and ends the backend, and the pool opens a fresh
-/// connection in its place.
-pub struct Lease {
-    conn: PoolConnection<Postgres>,
-    waited: Duration,
-    statement_in_flight: bool,
-    pool: Arc<Inner>,
-}
-
-impl Lease {
-    fn new(conn: PoolConnection<Postgres>, waited: Duration, pool: Arc<Inner>) -> Lease {
-        pool.in_use.fetch_add(1, Ordering::Relaxed);
-        Lease {
-            conn,
-            waited,
-            statement_in_flight: false,
-            pool,
-        }
-    }
-
-    /// Time spent waiting for this connection.
-    pub fn waited(&self) -> Duration {
-        self.waited
-    }
-
-    pub fn statement_timeout(&self) -> Duration {
-        self.pool.settings.statement_timeout
-    }
-
-    /// Runs `f` on the connection; if the caller stops polling before `f`
-    /// finishes, the connection is closed instead of returned (see above).
-    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
-        self.statement_in_flight = true;
-        let out = f(&mut self.conn).await;
-        self.statement_in_flight = false;
-        out
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
-        if self.statement_in_flight {
-            tracing::debug!("request abandoned mid-statement; closing its connection");
-            self.conn.close_on_drop();
-        }
     }
 }
