@@ -41,6 +41,9 @@ use crate::settings::DatabaseSettings;
 /// of sleeping on for the rest of `pg_sleep`.
 const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 
+/// Connections idle at least this long are pinged before use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// How often a waiting request checks that the database is reachable.
 const REACHABILITY_CHECK: Duration = Duration::from_secs(1);
 
@@ -96,6 +99,10 @@ impl Pool {
             .statement_timeout(settings.statement_timeout)
             .set_application_name(APPLICATION_NAME)
             .connect_lazy(true)
+            // sqlx pings every connection before handing it out: a round trip
+            // per request. Ping only connections idle for a while — the ones a
+            // database restart or a firewall may have killed.
+            .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             // sqlx statement logging would echo parameters; our spans say enough.
             .sqlx_logging(false)
             .map_sqlx_postgres_opts(|o| {
@@ -202,7 +209,7 @@ impl Pool {
         // until DB_POOL_TIMEOUT. Ask the probe first (at most once a second)
         // and answer at once while the database is unreachable.
         if self.sqlx().size() == 0 {
-            if let ProbeOutcome::Failed(e) = self.inner.monitor.probe().await {
+            if let ProbeOutcome::Failed(e) = self.probe().await {
                 self.inner.wait_time.record(started.elapsed());
                 return Err(AcquireError::Db(e));
             }
@@ -222,7 +229,7 @@ impl Pool {
                 self.inner.in_use.clone(),
                 self.inner.settings.statement_timeout,
             )),
-            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(self.explain_timeout(waited).await),
+            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(Box::pin(self.explain_timeout(waited)).await),
             Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(
                 &e,
                 self.inner.settings.statement_timeout,
@@ -245,12 +252,19 @@ impl Pool {
             tokio::select! {
                 result = &mut acquire => return Ok(result),
                 _ = tokio::time::sleep(REACHABILITY_CHECK), if may_be_connecting => {
-                    if let ProbeOutcome::Failed(e) = self.inner.monitor.probe().await {
+                    if let ProbeOutcome::Failed(e) = self.probe().await {
                         return Err(e);
                     }
                 }
             }
         }
+    }
+
+    /// The monitor's probe, boxed: its connection attempt is a large future,
+    /// and inline it would sit in every waiting request's state (10,000
+    /// waiting requests × a few KB) although it runs rarely.
+    async fn probe(&self) -> ProbeOutcome {
+        Box::pin(self.inner.monitor.probe()).await
     }
 
     /// A full pool that stayed full is busy; a pool that timed out below its
@@ -262,7 +276,7 @@ impl Pool {
             self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
             return busy;
         }
-        match self.inner.monitor.probe().await {
+        match self.probe().await {
             ProbeOutcome::Accepted => {
                 self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
                 busy

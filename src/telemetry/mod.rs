@@ -35,10 +35,12 @@ pub fn filter(spec: &str) -> EnvFilter {
     }
 }
 
-/// Shuts the tracer provider down when dropped, flushing pending spans.
-#[must_use = "dropping the guard stops trace export"]
+/// Shuts the tracer provider down when dropped, flushing pending spans, and
+/// flushes the log writer.
+#[must_use = "dropping the guard stops trace export and log output"]
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    _log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl Drop for TelemetryGuard {
@@ -54,14 +56,19 @@ impl Drop for TelemetryGuard {
 /// Installs the global subscriber (a second call, as in tests, changes nothing).
 /// Must run inside the tokio runtime: the OTLP exporters use it.
 pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
+    // Log lines are written by their own thread: a slow stdout (a full pipe,
+    // a busy disk) must not stall the runtime's workers and every request on
+    // them. Lines are dropped, not waited for, if that thread falls far behind.
+    let (writer, log_writer) = tracing_appender::non_blocking(std::io::stdout());
     let fmt_layer = match settings.log_format {
         LogFormat::Json => fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => fmt::layer().compact().boxed(),
+        LogFormat::Pretty => fmt::layer().with_writer(writer).compact().boxed(),
     }
     .with_filter(filter(&settings.log_filter));
 
@@ -91,5 +98,8 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
             tracing::info!(endpoint, protocol = ?settings.otlp_protocol, "exporting traces over OTLP");
         }
     }
-    TelemetryGuard { provider }
+    TelemetryGuard {
+        provider,
+        _log_writer: Some(log_writer),
+    }
 }
