@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use migration::{Migrator, MigratorTrait};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::Server;
 
@@ -105,10 +104,9 @@ async fn prepare_database(state: Arc<AppState>) {
     let _ = state.pool.monitor().sample().await;
     let mut delay = Duration::from_millis(250);
     for attempt in 1u64.. {
-        match Migrator::up(state.pool.sea(), None).await {
+        match crate::db::migrate_once(&state.settings.database).await {
             Ok(()) => break,
-            Err(e) => {
-                let error = crate::db::errors::describe_db_err(&e);
+            Err(error) => {
                 // Warn on the first failure and then about once a minute, not every retry.
                 if attempt == 1 || attempt % 60 == 0 {
                     tracing::warn!(%error, attempt, "migration failed (database not reachable?); retrying every second");

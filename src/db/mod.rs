@@ -15,15 +15,32 @@ pub const APPLICATION_NAME: &str = "poolscope";
 /// to watch the server and to tell a refusal from a busy pool.
 pub const MONITOR_APPLICATION_NAME: &str = "poolscope-monitor";
 
-/// Runs the migration once over a short-lived pool (`poolscope migrate`).
+/// `application_name` of the short-lived connections that run the migration.
+pub const MIGRATE_APPLICATION_NAME: &str = "poolscope-migrate";
+
+/// Runs the migration once over its own short-lived connections, so that it
+/// neither competes with requests for the pool nor fails on the pool's
+/// (possibly very short) `DB_POOL_TIMEOUT`: SeaORM's migrator may hold more
+/// than one connection at a time.
 pub async fn migrate_once(settings: &crate::settings::DatabaseSettings) -> Result<(), String> {
     use migration::{Migrator, MigratorTrait};
-    let pool = pool::Pool::connect_lazy(settings)
+    use std::time::Duration;
+
+    let mut opts = sea_orm::ConnectOptions::new(settings.url.expose());
+    opts.min_connections(0)
+        .max_connections(2)
+        .acquire_timeout(settings.pool_timeout.max(Duration::from_secs(30)))
+        .set_application_name(MIGRATE_APPLICATION_NAME)
+        .connect_lazy(true)
+        .sqlx_logging(false);
+    // The URL was validated when the settings were read; SeaORM's own error
+    // would quote it, so it is not formatted.
+    let db = sea_orm::Database::connect(opts)
         .await
-        .map_err(|e| e.to_string())?;
-    let result = Migrator::up(pool.sea(), None)
+        .map_err(|_| "cannot build the migration connection".to_owned())?;
+    let result = Migrator::up(&db, None)
         .await
         .map_err(|e| errors::describe_db_err(&e));
-    pool.close().await;
+    let _ = db.close().await;
     result
 }

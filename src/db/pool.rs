@@ -127,11 +127,6 @@ impl Pool {
         })
     }
 
-    /// The SeaORM handle, for migrations and entity queries.
-    pub fn sea(&self) -> &DatabaseConnection {
-        &self.inner.db
-    }
-
     fn sqlx(&self) -> &PgPool {
         self.inner.db.get_postgres_connection_pool()
     }

@@ -1,0 +1,695 @@
+#!/usr/bin/env bash
+# The benchmark of issue 7: wave fidelity, throughput, the database's ceiling
+# and memory, on a throwaway PostgreSQL cluster and the release build.
+#
+#   scripts/bench.sh            # 3 repetitions (medians, min–max), ≈ 7 min
+#   scripts/bench.sh --quick    # 1 repetition, ≈ 2.5 min
+#   scripts/bench.sh --perf     # also: a 5 s `perf record` of the service at seconds=0
+#   scripts/bench.sh --no-update  # do not touch BENCHMARKS.md
+#   BENCH_SECTIONS="throughput pgbench" scripts/bench.sh --quick   # a subset
+#     (sections: waves throughput pgbench memory; a subset never updates BENCHMARKS.md)
+#   BENCH_RUST_LOG=warn …       # the service's RUST_LOG everywhere (default info)
+#   BENCH_WAVE_DIAG=0 …         # skip the diagnostic N=1000 @ 200+0 wave run
+#   BENCH_LOADTOOL=oha …        # the throughput load tool (default: wrk if present, else oha)
+#
+# Needs: Rust (cargo), PostgreSQL server binaries (initdb, pg_ctl, postgres,
+# pgbench; PG_BIN=… or /usr/lib/postgresql/<v>/bin), psql, curl, jq, and wrk
+# (installed with apt-get when missing and root) or oha (cargo install).
+# As root the cluster runs as the `postgres` user (initdb refuses root).
+#
+# Everything — load tool, service and database — runs on this machine and
+# shares its cores; all traffic goes to 127.0.0.1. The cluster runs with
+# fsync=off, synchronous_commit=off, full_page_writes=off (nothing here
+# writes after the migration; it only makes set-up faster).
+#
+# Writes bench-results/bench-<timestamp>.md (+ raw outputs in
+# bench-results/bench-<timestamp>.raw/) and replaces the block between the
+# bench.sh markers in BENCHMARKS.md.
+set -euo pipefail
+
+REPS=3
+QUICK=0
+# BENCH_SECTIONS="waves throughput pgbench memory" (default: all) runs a subset.
+SECTIONS=${BENCH_SECTIONS:-waves throughput pgbench memory}
+PERF=0
+UPDATE=1
+for arg in "$@"; do
+  case "$arg" in
+    --quick) REPS=1; QUICK=1 ;;
+    --perf) PERF=1 ;;
+    --no-update) UPDATE=0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "bench.sh: unknown argument $arg (use --quick, --perf, --no-update)" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="$ROOT/bench-results"
+RAW="$RESULTS/bench-$TS.raw"
+REPORT="$RESULTS/bench-$TS.md"
+mkdir -p "$RAW"
+
+SLEEP=5                  # seconds of pg_sleep in the wave scenarios
+WRK_CONNS=64
+WRK_SECONDS=10
+PGBENCH_CLIENTS=20
+PGBENCH_SECONDS=10
+MEM_N=10000
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup
+WORK=""
+PG_DATA=""
+SVC_PID=""
+BG_PIDS=()
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  local rc=$?
+  set +e
+  for p in "${BG_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  if [ -n "$SVC_PID" ]; then kill -KILL "$SVC_PID" 2>/dev/null; wait "$SVC_PID" 2>/dev/null; fi
+  if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 20 stop >/dev/null 2>&1
+  fi
+  [ -n "$WORK" ] && rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+if [ -z "${PG_BIN:-}" ]; then
+  # The first directory holding all of initdb, pg_ctl, postgres and pgbench.
+  for d in "$(dirname "$(command -v pg_ctl 2>/dev/null || echo /nonexistent/x)")" \
+           $(ls -d /usr/lib/postgresql/*/bin /usr/pgsql-*/bin 2>/dev/null | sort -rV); do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ] && [ -x "$d/pgbench" ]; then PG_BIN=$d; break; fi
+  done
+  PG_BIN=${PG_BIN:-/usr/lib/postgresql/bin}
+fi
+for b in initdb pg_ctl postgres pgbench; do
+  [ -x "$PG_BIN/$b" ] || die "$b not found in PG_BIN=$PG_BIN (set PG_BIN)"
+done
+for b in psql curl jq awk; do command -v "$b" >/dev/null || die "$b not found"; done
+
+LOADTOOL=${BENCH_LOADTOOL:-}
+case "$LOADTOOL" in
+  ""|wrk|oha) ;;
+  *) die "BENCH_LOADTOOL must be wrk or oha" ;;
+esac
+if [ -n "$LOADTOOL" ]; then
+  command -v "$LOADTOOL" >/dev/null || die "BENCH_LOADTOOL=$LOADTOOL not found"
+elif command -v wrk >/dev/null; then LOADTOOL=wrk
+elif command -v oha >/dev/null; then LOADTOOL=oha
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+     && timeout 300 apt-get install -y wrk >"$RAW/apt-wrk.log" 2>&1; then LOADTOOL=wrk
+else
+  log "installing oha (cargo install oha --locked)"
+  timeout 900 cargo install oha --locked >"$RAW/cargo-oha.log" 2>&1 || die "no load tool: install wrk or oha"
+  LOADTOOL=oha
+fi
+LOADTOOL_VERSION=$({ $LOADTOOL --version 2>&1 || true; } | head -1)
+
+# 10,000 waiting requests need as many descriptors in the service.
+HARD_NOFILE=$(ulimit -Hn)
+if [ "$HARD_NOFILE" != unlimited ] && [ "$HARD_NOFILE" -lt $((MEM_N + 200)) ]; then
+  die "open-files hard limit $HARD_NOFILE < $((MEM_N + 200)); raise it (ulimit -Hn 20000 as root)"
+fi
+ulimit -n "$HARD_NOFILE"
+
+CLK_TCK=$(getconf CLK_TCK)
+NPROC=$(nproc)
+CPU_MODEL=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+[ -n "$CPU_MODEL" ] || CPU_MODEL=$(awk -F': *' '/^(Hardware|cpu model|uarch)/ {print $2; exit}' /proc/cpuinfo)
+KERNEL=$(uname -srm)
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
+MEM_TOTAL=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
+PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}')
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+
+# ---------------------------------------------------------------- build
+log "cargo build --release --locked"
+BUILD_START=$SECONDS
+cargo build --release --locked >"$RAW/build.log" 2>&1 || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
+BUILD_SECONDS=$((SECONDS - BUILD_START))
+BIN="$ROOT/target/release/poolscope"
+RUSTC_VERSION=$(rustc --version)
+
+# ---------------------------------------------------------------- cluster
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    # below the usual ephemeral range (32768–60999), so no outgoing connection holds it
+    p=$((12000 + RANDOM % 20000))
+    if command -v ss >/dev/null; then
+      [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] && { echo "$p"; return; }
+    elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port"
+}
+
+WORK=$(mktemp -d /tmp/poolscope-bench.XXXXXX)
+chmod 700 "$WORK"
+PG_DATA="$WORK/data"
+PG_PORT=$(free_port)
+SVC_PORT=$(free_port)
+while [ "$SVC_PORT" = "$PG_PORT" ]; do SVC_PORT=$(free_port); done
+SVC_PASSWORD="bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$WORK"; fi
+
+log "initdb + start PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT (max_connections=300, fsync=off)"
+# Local (socket, private directory) trust for the admin; scram over TCP for the service.
+as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+  -E UTF8 --locale=C --no-sync >"$RAW/initdb.log" 2>&1 || { cat "$RAW/initdb.log" >&2; die "initdb failed"; }
+PG_OPTS="-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$WORK \
+-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$WORK/postgres.log" -o "$PG_OPTS" -w -t 60 start >/dev/null \
+  || { cat "$WORK/postgres.log" >&2; die "postgres did not start"; }
+PG_PID=$(head -1 "$PG_DATA/postmaster.pid")
+
+admin_sql() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$WORK" -p "$PG_PORT" -U postgres -d "${2:-postgres}" -c "$1"; }
+admin_sql "CREATE ROLE poolscope LOGIN PASSWORD '$SVC_PASSWORD' NOSUPERUSER NOCREATEDB NOCREATEROLE"
+admin_sql "CREATE DATABASE poolscope OWNER poolscope"
+export DATABASE_URL="postgres://poolscope:$SVC_PASSWORD@127.0.0.1:$PG_PORT/poolscope"
+"$BIN" migrate >"$RAW/migrate.log" 2>&1 || { cat "$RAW/migrate.log" >&2; die "migrate failed"; }
+ROWS=$(admin_sql "SELECT count(*) FROM todos" poolscope)
+[ "$ROWS" = 50 ] || die "expected 50 seed rows, found $ROWS"
+PG_MAXCONN=$(admin_sql "SHOW max_connections")
+
+# ---------------------------------------------------------------- service
+SVC_LOG=""
+# start_service NAME VAR=VALUE… : runs the release service, waits for /readyz.
+start_service() {
+  local name=$1; shift
+  SVC_LOG="$RAW/service-$name.log"
+  env APP_HOST=127.0.0.1 APP_PORT="$SVC_PORT" SHUTDOWN_GRACE=5 \
+      RUST_LOG="${BENCH_RUST_LOG:-info}" "$@" "$BIN" serve >"$SVC_LOG" 2>&1 &
+  SVC_PID=$!
+  local deadline=$((SECONDS + 60))
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$SVC_PORT/readyz" 2>/dev/null; do
+    kill -0 "$SVC_PID" 2>/dev/null || { tail -20 "$SVC_LOG" >&2; die "service exited ($name)"; }
+    [ $SECONDS -lt $deadline ] || die "service not ready within 60 s ($name)"
+    sleep 0.1
+  done
+}
+# Keeps the first and last 100 lines of a service log (an access line per request adds up).
+# Before that: <log>.summary gets the service's own elapsed/pool-wait
+# percentiles for the demo route, and (throughput runs) <log>.slow the access
+# lines of requests the service itself took ≥ 500 ms for — this tells a stall
+# inside the service from one outside it.
+trim_log() {
+  local f=$1 n
+  [ -f "$f" ] || return 0
+  if [[ "$f" == *throughput* ]]; then
+    sed 's/\x1b\[[0-9;]*m//g' "$f" | awk '/poolscope::access/ && match($0, /elapsed_ms=[0-9.]+/) {
+        v = substr($0, RSTART + 11, RLENGTH - 11); if (v + 0 >= 500) print }' | head -500 >"$f.slow" || true
+    [ -s "$f.slow" ] || rm -f "$f.slow"
+  fi
+  # The service's own view of the demo route: elapsed_ms and pool_wait_ms percentiles.
+  sed 's/\x1b\[[0-9;]*m//g' "$f" | awk '/poolscope::access/ && /route="\/test\/postgres\/"/ {
+      e = p = ""
+      if (match($0, /elapsed_ms=[0-9.]+/)) e = substr($0, RSTART + 11, RLENGTH - 11)
+      if (match($0, /pool_wait_ms=[0-9.]+/)) p = substr($0, RSTART + 13, RLENGTH - 13)
+      if (e != "") print e, (p == "" ? 0 : p) }' | sort -g >"$f.elapsed" || true
+  if [ -s "$f.elapsed" ]; then
+    awk 'function at(q,  i) { i = int(NR * q); if (i < 1) i = 1; return e[i] }
+      { e[NR] = $1 } END {
+        printf "demo requests %d; service-side elapsed_ms p50 %.2f p99 %.2f max %.2f\n", NR, at(0.5), at(0.99), e[NR] }' "$f.elapsed" >"$f.summary"
+    sort -g -k2 "$f.elapsed" | awk 'function at(q,  i) { i = int(NR * q); if (i < 1) i = 1; return e[i] }
+      { e[NR] = $2 } END {
+        printf "service-side pool_wait_ms p50 %.2f p99 %.2f max %.2f\n", at(0.5), at(0.99), e[NR] }' >>"$f.summary"
+  fi
+  rm -f "$f.elapsed"
+  n=$(wc -l <"$f")
+  if [ "$n" -gt 200 ]; then
+    { head -100 "$f"; echo "… $((n - 200)) lines omitted (of $n) …"; tail -100 "$f"; } >"$f.tmp" && mv "$f.tmp" "$f"
+  fi
+}
+# Dies with the service's last log lines when it is gone (e.g. signalled from outside).
+svc_alive() {
+  kill -0 "$SVC_PID" 2>/dev/null && return 0
+  sed 's/\x1b\[[0-9;]*m//g' "$SVC_LOG" | grep -v 'poolscope::access' | tail -5 >&2
+  die "the service exited during: $1 (log: $SVC_LOG)"
+}
+stop_service() {
+  [ -n "$SVC_PID" ] || return 0
+  kill -TERM "$SVC_PID" 2>/dev/null || true
+  local deadline=$((SECONDS + 20))
+  while kill -0 "$SVC_PID" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  kill -KILL "$SVC_PID" 2>/dev/null || true
+  wait "$SVC_PID" 2>/dev/null || true
+  SVC_PID=""
+  trim_log "$SVC_LOG"
+}
+# utime+stime (clock ticks) of a process; with "tree", also of its reaped children.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk -v t="${2:-}" '{print $12 + $13 + (t == "tree" ? $14 + $15 : 0)}'; }
+# The PostgreSQL cluster: postmaster (incl. reaped backends) + live children.
+pg_cpu_ticks() {
+  local kids files=()
+  kids=$(cat "/proc/$PG_PID/task/"*/children 2>/dev/null || true)
+  for k in $kids; do files+=("/proc/$k/stat"); done
+  # Backends may exit meanwhile: unreadable files are skipped.
+  { sed 's/.*) //' "/proc/$PG_PID/stat" | awk '{print $12 + $13 + $14 + $15}'
+    for f in "${files[@]}"; do sed 's/.*) //' "$f" 2>/dev/null | awk '{print $12 + $13}'; done
+  } | awk '{s += $1} END {print s + 0}'
+}
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+SVC_URL="http://127.0.0.1:$SVC_PORT/test/postgres/"
+
+# ---------------------------------------------------------------- stats helpers
+# stats "v1 v2 …" → "median min max" (empty → "- - -")
+stats() {
+  echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { print "- - -"; exit }
+      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      print m, v[1], v[NR]
+    }'
+}
+# fmt FORMAT "v1 v2 …" → "median (min–max)" or just the value with one rep.
+fmt() {
+  local s; read -r med lo hi <<<"$(stats "$2")"
+  if [ "$med" = - ]; then echo "–"; return; fi
+  s=$(printf "$1" "$med")
+  if [ "$REPS" -gt 1 ]; then s="$s ($(printf "$1" "$lo")–$(printf "$1" "$hi"))"; fi
+  echo "$s"
+}
+med() { stats "$1" | awk '{print $1}'; }
+
+declare -A V   # V[key] = space-separated values, one per repetition
+add() { V[$1]="${V[$1]:-} $2"; }
+
+# ---------------------------------------------------------------- (a) waves
+WAVE_CASES=("30 10 10" "100 10 10" "1000 100 100")
+# Not a target: the same 1000 with no overflow (all 200 connections opened at
+# start) shows how much of the N=1000 spread comes from opening overflow
+# connections on demand. BENCH_WAVE_DIAG=0 skips it.
+WAVE_DIAG=()
+[ "${BENCH_WAVE_DIAG:-1}" = 1 ] && WAVE_DIAG=("1000 200 0")
+wave_run() {  # N SIZE OVERFLOW REP
+  local n=$1 size=$2 over=$3 rep=$4 c key json ideal total
+  key="w${n}_${size}_${over}"
+  c=$((size + over))
+  ideal=$(( (n + c - 1) / c * SLEEP ))
+  start_service "waves-$n-$size+$over-r$rep" DB_POOL_SIZE="$size" DB_MAX_OVERFLOW="$over" DB_POOL_TIMEOUT=60
+  json="$RAW/waves-n$n-$size+$over-r$rep.json"
+  log "(a) waves rep $rep: client $n --seconds $SLEEP @ $size+$over (ideal ${ideal} s)"
+  timeout 300 "$BIN" client "$n" --url "$SVC_URL" --seconds "$SLEEP" --json >"$json" 2>"$RAW/waves-n$n-$size+$over-r$rep.err" \
+    || die "client $n failed (see $json)"
+  svc_alive "waves N=$n rep $rep"
+  stop_service
+  total=$(jq -r '.total_seconds' "$json")
+  add "$key.total" "$total"
+  add "$key.dev" "$(awk -v t="$total" -v i="$ideal" 'BEGIN {printf "%.3f", (t / i - 1) * 100}')"
+  add "$key.waves" "$(jq '.waves | length' "$json")"
+  add "$key.spread" "$(jq '[.waves[] | (.last_s - .first_s) * 1000] | max' "$json")"
+  add "$key.late" "$(jq --argjson s "$SLEEP" '[.waves | to_entries[] | (.value.last_s - (.key + 1) * $s) * 1000] | max' "$json")"
+  add "$key.non200" "$(jq '.requests - (.statuses["200"] // 0)' "$json")"
+  add "$key.verdict" "$(jq -r '.expectation.matches // "n/a"' "$json")"
+  V["$key.ideal"]=$ideal
+  V["$key.expwaves"]=$(( (n + c - 1) / c ))
+}
+
+# ---------------------------------------------------------------- (b) throughput
+# parse a wrk/oha duration ("812.00us", "1.23ms", "1.01s") → ms
+to_ms() { awk -v x="$1" 'BEGIN {
+  if (x ~ /us$/) { sub(/us$/, "", x); printf "%.3f", x / 1000 }
+  else if (x ~ /ms$/) { sub(/ms$/, "", x); printf "%.3f", x }
+  else if (x ~ /m$/) { sub(/m$/, "", x); printf "%.3f", x * 60000 }
+  else if (x ~ /s$/) { sub(/s$/, "", x); printf "%.3f", x * 1000 }
+  else printf "%s", x }'; }
+
+load_run() {  # OUTFILE : 64 connections, WRK_SECONDS; sets L_REQS L_RPS L_AVG L_P50 L_P99 L_ERR
+  local out=$1 url="$SVC_URL?seconds=0"
+  if [ "$LOADTOOL" = wrk ]; then
+    timeout $((WRK_SECONDS + 30)) wrk -t"$NPROC" -c"$WRK_CONNS" -d"${WRK_SECONDS}s" --timeout 10s --latency "$url" >"$out" 2>&1
+    L_REQS=$(awk '/requests in/ {print $1}' "$out")
+    L_RPS=$(awk '/^Requests\/sec/ {print $2}' "$out")
+    L_AVG=$(to_ms "$(awk '$1 == "Latency" {print $2; exit}' "$out")")
+    L_P50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    L_P99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    L_ERR=$(awk '/Non-2xx or 3xx responses/ {n += $NF}
+                 /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
+                 END {print n + 0}' "$out")
+  else
+    timeout $((WRK_SECONDS + 30)) oha --no-tui -c "$WRK_CONNS" -z "${WRK_SECONDS}s" --output-format json "$url" >"$out" 2>&1
+    L_REQS=$(jq '[.statusCodeDistribution[]] | add // 0' "$out")
+    L_RPS=$(jq '.summary.requestsPerSec' "$out")
+    L_AVG=$(jq '.summary.average * 1000' "$out")
+    L_P50=$(jq '.latencyPercentiles.p50 * 1000' "$out")
+    L_P99=$(jq '.latencyPercentiles.p99 * 1000' "$out")
+    L_ERR=$(jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$out")
+  fi
+}
+
+throughput_run() {  # REP LABEL RUST_LOG
+  local rep=$1 label=$2 level=$3 s0 s1 p0 p1 m0 m1 key="t$2"
+  BENCH_RUST_LOG=$level start_service "throughput-$label-r$rep" DB_POOL_SIZE=10 DB_MAX_OVERFLOW=10 DB_POOL_TIMEOUT=30
+  log "(b) throughput rep $rep ($label, RUST_LOG=$level): $LOADTOOL $WRK_CONNS connections, ${WRK_SECONDS} s at seconds=0"
+  # Warm-up (not measured): opens the overflow connections, faults in pages.
+  local saved=$WRK_SECONDS; WRK_SECONDS=2
+  load_run "$RAW/throughput-$label-warmup-r$rep.txt"
+  WRK_SECONDS=$saved
+  s0=$(cpu_ticks "$SVC_PID"); p0=$(pg_cpu_ticks); m0=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+  local i0; i0=$(awk '/^cpu / {print $5+$6}' /proc/stat)
+  local l0; l0=$(wc -l <"$SVC_LOG")
+  load_run "$RAW/throughput-$label-r$rep.txt"
+  svc_alive "throughput $label rep $rep"
+  s1=$(cpu_ticks "$SVC_PID"); p1=$(pg_cpu_ticks); m1=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+  local i1; i1=$(awk '/^cpu / {print $5+$6}' /proc/stat)
+  [ "${L_REQS:-0}" -gt 0 ] 2>/dev/null || die "load tool made no requests (see $RAW/throughput-$label-r$rep.txt)"
+  add "$key.rps" "$L_RPS"
+  add "$key.p50" "$L_P50"
+  add "$key.p99" "$L_P99"
+  # Little's law: with one request in flight per connection, mean latency ×
+  # requests cannot exceed connections × duration; a ratio well above 1 means
+  # the load tool's latency figures are not to be trusted for that run.
+  add "$key.little" "$(awk -v a="$L_AVG" -v n="$L_REQS" -v c="$WRK_CONNS" -v d="$WRK_SECONDS" 'BEGIN {printf "%.2f", a / 1000 * n / (c * d)}')"
+  add "$key.err" "$L_ERR"
+  add "$key.cpu_us" "$(awk -v d=$((s1 - s0)) -v n="$L_REQS" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", d / hz / n * 1e6}')"
+  add "$key.pgcpu_us" "$(awk -v d=$((p1 - p0)) -v n="$L_REQS" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", d / hz / n * 1e6}')"
+  add "$key.svc_cores" "$(awk -v d=$((s1 - s0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
+  add "$key.pg_cores" "$(awk -v d=$((p1 - p0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
+  add "$key.idle_cores" "$(awk -v d=$((i1 - i0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
+  # The service's own latency for the measured window (its access log, monotonic
+  # clock; only at RUST_LOG=info): p99 and max of elapsed_ms, max pool_wait_ms.
+  local srv
+  srv=$(tail -n +$((l0 + 1)) "$SVC_LOG" | sed 's/\x1b\[[0-9;]*m//g' | awk '
+      /poolscope::access/ && /route="\/test\/postgres\/"/ && match($0, /elapsed_ms=[0-9.]+/) {
+        e[++n] = substr($0, RSTART + 11, RLENGTH - 11) + 0
+        if (match($0, /pool_wait_ms=[0-9.]+/)) { w = substr($0, RSTART + 13, RLENGTH - 13) + 0; if (w > wm) wm = w }
+        if (e[n] >= 1000) slow++
+      }
+      END {
+        if (n == 0) exit
+        for (i = 1; i <= n; i++) v[i] = e[i]
+        for (g = int(n / 2); g > 0; g = int(g / 2))
+          for (i = g + 1; i <= n; i++) { t = v[i]; for (j = i; j > g && v[j - g] > t; j -= g) v[j] = v[j - g]; v[j] = t }
+        k = int(n * 0.99); if (k < 1) k = 1
+        printf "%.2f %.2f %.2f %d %d", v[k], v[n], wm, slow + 0, n
+      }')
+  if [ -n "$srv" ]; then
+    read -r sp99 smax swait sslow sn <<<"$srv"
+    add "$key.srv_p99" "$sp99"; add "$key.srv_max" "$smax"; add "$key.srv_wait_max" "$swait"
+    add "$key.srv_slow" "$sslow"; add "$key.srv_n" "$sn"
+  fi
+  if [ "$PERF" = 1 ] && [ "$rep" = 1 ] && [ "$label" = info ] && command -v perf >/dev/null; then
+    log "(b) perf record of the service for 5 s under load"
+    ( WRK_SECONDS=8; load_run "$RAW/throughput-perf-load.txt" ) &
+    BG_PIDS+=($!)
+    sleep 1
+    timeout 30 perf record -F 999 -g -p "$SVC_PID" -o "$WORK/perf.data" -- sleep 5 >"$RAW/perf-record.log" 2>&1 || true
+    wait "${BG_PIDS[-1]}" 2>/dev/null || true
+    # System calls per request over a separate 5 s load run.
+    local ev="syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex"
+    timeout 30 perf stat -x, -e "$ev" -o "$RAW/perf-syscalls.csv" -p "$SVC_PID" -- sleep 6 >/dev/null 2>&1 &
+    local spid=$!
+    sleep 0.3
+    local saved2=$WRK_SECONDS; WRK_SECONDS=5
+    load_run "$RAW/throughput-perf-syscalls-load.txt"
+    WRK_SECONDS=$saved2
+    wait "$spid" 2>/dev/null || true
+    if [ -s "$RAW/perf-syscalls.csv" ]; then
+      awk -F, -v n="$L_REQS" '$3 ~ /^syscalls:/ {sub(/^syscalls:sys_enter_/, "", $3); printf "%-12s %10d  %6.2f per request\n", $3, $1, $1 / n}' \
+        "$RAW/perf-syscalls.csv" >"$RAW/perf-syscalls.txt"
+      echo "($L_REQS requests in 5 s)" >>"$RAW/perf-syscalls.txt"
+    fi
+    # The system calls of one request, for reading which peer each send goes to.
+    if command -v strace >/dev/null; then
+      timeout 20 strace -f -qq -s 40 -e trace=sendto,recvfrom,write,writev,read \
+        -o "$RAW/strace-one-request.txt" -p "$SVC_PID" 2>/dev/null &
+      local tpid=$!
+      sleep 1
+      curl -fsS -o /dev/null --max-time 5 "$SVC_URL?seconds=0" || true
+      sleep 0.5
+      kill -INT "$tpid" 2>/dev/null || true
+      wait "$tpid" 2>/dev/null || true
+    fi
+    # Self time by binary, by symbol, and time including callees (children).
+    local rep_args=(-i "$WORK/perf.data" --stdio --percent-limit 0.5)
+    timeout 120 perf report "${rep_args[@]}" --no-children --sort dso 2>/dev/null \
+      | grep -E '^ +[0-9]' | sed 's/ *$//' >"$RAW/perf-dso.txt" || true
+    timeout 120 perf report "${rep_args[@]}" --no-children --sort dso,symbol -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//; s/ *$//' | head -40 >"$RAW/perf-self.txt" || true
+    timeout 120 perf report "${rep_args[@]}" --children --sort symbol -g none 2>/dev/null \
+      | grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//; s/ *$//' | head -150 >"$RAW/perf-children.txt" || true
+  fi
+  stop_service
+}
+
+# ---------------------------------------------------------------- (c) pgbench
+PGB_SCRIPT="$WORK/route.sql"
+printf 'SELECT pg_sleep(0);\nSELECT id, title, done, priority FROM todos ORDER BY id;\n' >"$PGB_SCRIPT"
+chmod 644 "$PGB_SCRIPT"
+pgbench_run() {  # REP
+  local rep=$1
+  local out="$RAW/pgbench-r$rep.txt"
+  log "(c) pgbench rep $rep: -n -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS (as role poolscope over 127.0.0.1)"
+  PGPASSWORD="$SVC_PASSWORD" timeout $((PGBENCH_SECONDS + 60)) "$PG_BIN/pgbench" -n -c "$PGBENCH_CLIENTS" -j 2 \
+    -T "$PGBENCH_SECONDS" -f "$PGB_SCRIPT" -h 127.0.0.1 -p "$PG_PORT" -U poolscope poolscope >"$out" 2>&1 \
+    || { cat "$out" >&2; die "pgbench failed"; }
+  add pgb.tps "$(awk '/^tps = / {print $3; exit}' "$out")"
+  add pgb.lat "$(awk '/^latency average/ {print $4; exit}' "$out")"
+}
+
+# ---------------------------------------------------------------- (d) memory
+mem_run() {  # REP
+  local rep=$1 cpid waiting=0 rss max_rss=0 deadline
+  start_service "memory-r$rep" DB_POOL_SIZE=10 DB_MAX_OVERFLOW=0 DB_POOL_TIMEOUT=120
+  sleep 1
+  add mem.idle_rss "$(status_kb "$SVC_PID" VmRSS)"
+  log "(d) memory rep $rep: client $MEM_N --seconds $SLEEP against pool 10+0"
+  "$BIN" client "$MEM_N" --url "$SVC_URL" --seconds "$SLEEP" --quiet >"$RAW/memory-client-r$rep.txt" 2>&1 &
+  cpid=$!
+  BG_PIDS+=("$cpid")
+  deadline=$((SECONDS + 60))
+  # Wait until (nearly) all requests are in the service: 10 running + the rest waiting.
+  while [ $SECONDS -lt $deadline ]; do
+    waiting=$(curl -fsS --max-time 2 "http://127.0.0.1:$SVC_PORT/pool" 2>/dev/null | jq '.live.waiting // .pool.waiting // 0' 2>/dev/null || echo 0)
+    rss=$(status_kb "$SVC_PID" VmRSS); [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+    [ "${waiting:-0}" -ge $((MEM_N - 10 - 10)) ] && break
+    sleep 0.2
+  done
+  # A few more samples while they wait.
+  for _ in 1 2 3 4 5; do
+    rss=$(status_kb "$SVC_PID" VmRSS); [ "$rss" -gt "$max_rss" ] && max_rss=$rss
+    sleep 0.2
+  done
+  svc_alive "memory rep $rep"
+  add mem.waiting "$waiting"
+  add mem.rss "$max_rss"
+  add mem.hwm "$(status_kb "$SVC_PID" VmHWM)"
+  add mem.threads "$(status_kb "$SVC_PID" Threads)"
+  kill -INT "$cpid" 2>/dev/null || true
+  local d2=$((SECONDS + 30))
+  while kill -0 "$cpid" 2>/dev/null && [ $SECONDS -lt $d2 ]; do sleep 0.2; done
+  kill -KILL "$cpid" 2>/dev/null || true
+  wait "$cpid" 2>/dev/null || true
+  stop_service
+}
+
+# ---------------------------------------------------------------- run
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+RUN_START=$SECONDS
+log "$REPS repetition(s), sections: $SECTIONS; load tool: $LOADTOOL_VERSION; $NPROC cores: $CPU_MODEL"
+for rep in $(seq 1 "$REPS"); do
+  if has waves; then
+    for c in "${WAVE_CASES[@]}" "${WAVE_DIAG[@]}"; do
+      # shellcheck disable=SC2086
+      wave_run $c "$rep"
+    done
+  fi
+  if has throughput; then
+    throughput_run "$rep" info info
+    throughput_run "$rep" warn warn
+  fi
+  if has pgbench; then pgbench_run "$rep"; fi
+  if has memory; then mem_run "$rep"; fi
+done
+RUN_SECONDS=$((SECONDS - RUN_START))
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ratio service/pgbench per repetition (same repetition's numbers)
+if has throughput && has pgbench; then
+  read -r -a RPS_A <<<"${V[tinfo.rps]}"
+  read -r -a TPS_A <<<"${V[pgb.tps]}"
+  for i in "${!RPS_A[@]}"; do
+    add ratio "$(awk -v a="${RPS_A[$i]}" -v b="${TPS_A[$i]}" 'BEGIN {printf "%.1f", a / b * 100}')"
+  done
+fi
+
+# ---------------------------------------------------------------- report
+ok() { if [ "$1" = 1 ]; then echo "**met**"; else echo "**missed**"; fi; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN {print (a < b) ? 1 : 0}'; }
+abs_le() { awk -v a="$1" -v b="$2" 'BEGIN {print (a <= b && a >= -b) ? 1 : 0}'; }
+sum_vals() { echo "$1" | tr ' ' '\n' | awk '{s += $1} END {print s + 0}'; }
+kb_to_mb() { for x in $1; do awk -v x="$x" 'BEGIN {printf "%.2f ", x / 1024}'; done; }
+wave_row() {  # N SIZE OVERFLOW [NOTE]
+  local n=$1 size=$2 over=$3 note=${4:-} k="w$1_$2_$3"
+  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(echo ${V[$k.verdict]} | tr ' ' '\n' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":$2)}') |"
+}
+
+{
+  echo "Run $TS (UTC), commit \`$GIT_REV\`$GIT_DIRTY, $REPS repetition(s)$([ "$QUICK" = 1 ] && echo " (--quick)"); values are median (min–max) over the repetitions."
+  echo
+  echo "Machine: $NPROC × $CPU_MODEL, $MEM_TOTAL RAM, $KERNEL. PostgreSQL $PG_VERSION (fsync=off, synchronous_commit=off, full_page_writes=off, max_connections=$PG_MAXCONN), $RUSTC_VERSION, load tool $LOADTOOL_VERSION. Load average (1/5/15 min) before the run: $LOADAVG_START, after: $LOADAVG_END (other work on the machine shows here)."
+  echo "Load tool, service and database share the $NPROC cores; all traffic on 127.0.0.1. Service: release build, RUST_LOG=${BENCH_RUST_LOG:-info} (logs to a file) unless noted."
+  if has waves; then
+    echo
+    echo "**(a) Wave fidelity** — \`poolscope client N --seconds $SLEEP --json\`, DB_POOL_TIMEOUT=60, a fresh service per run (pool warmed to DB_POOL_SIZE at start, overflow opened on demand)"
+    echo
+    echo "| N @ pool | ideal | total wall time | deviation | waves (expected) | max wave spread (first→last answer) | latest answer after k×${SLEEP} s | non-200 / failed | verdict |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    for c in "${WAVE_CASES[@]}"; do
+      # shellcheck disable=SC2086
+      wave_row $c
+    done
+    for c in "${WAVE_DIAG[@]}"; do
+      # shellcheck disable=SC2086
+      wave_row $c " (diagnostic: no overflow, all opened at start)"
+    done
+  fi
+  if has throughput; then
+    echo
+    echo "**(b) Throughput** — \`seconds=0\`, $LOADTOOL, $WRK_CONNS keep-alive connections, ${WRK_SECONDS} s after a 2 s warm-up, pool 10+10; CPU from /proc/<pid>/stat (utime+stime) ÷ requests"
+    echo
+    echo "| service | req/s | p50 | p99 | errors | service CPU / request | PostgreSQL CPU / request | cores used: service / PostgreSQL / idle | service-side p99 / max (its access log) | requests ≥ 1 s service-side; longest pool wait |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for lv in info warn; do
+      k="t$lv"
+      echo "| RUST_LOG=$lv$([ $lv = info ] && echo " (default)") | $(fmt '%.0f' "${V[$k.rps]}") | $(fmt '%.2f ms' "${V[$k.p50]}") | $(fmt '%.2f ms' "${V[$k.p99]}") | $(sum_vals "${V[$k.err]}") | $(fmt '%.1f µs' "${V[$k.cpu_us]}") | $(fmt '%.1f µs' "${V[$k.pgcpu_us]}") | $(med "${V[$k.svc_cores]}") / $(med "${V[$k.pg_cores]}") / $(med "${V[$k.idle_cores]}") | $(if [ -n "${V[$k.srv_p99]:-}" ]; then echo "$(fmt '%.2f ms' "${V[$k.srv_p99]}") / $(fmt '%.0f ms' "${V[$k.srv_max]}")"; else echo "– (no access log at $lv)"; fi) | $(if [ -n "${V[$k.srv_slow]:-}" ]; then echo "$(sum_vals "${V[$k.srv_slow]}") in total; $(stats "${V[$k.srv_wait_max]}" | awk '{printf "%.0f ms", $3}')"; else echo "–"; fi) |"
+    done
+  fi
+  if has throughput; then
+    bad=""
+    for lv in info warn; do
+      i=0
+      for x in ${V[t$lv.little]}; do
+        i=$((i + 1))
+        awk -v x="$x" 'BEGIN {exit !(x > 1.1)}' && bad="$bad RUST_LOG=$lv rep $i (×$x);"
+      done
+    done
+    echo
+    if [ -n "$bad" ]; then
+      echo "Check: $LOADTOOL's mean latency × requests exceeds $WRK_CONNS connections × ${WRK_SECONDS} s in:$bad its latency figures for those runs are not consistent with its own request count — compare the service-side column."
+    else
+      echo "Check: $LOADTOOL's mean latency × requests ≤ $WRK_CONNS connections × ${WRK_SECONDS} s in every run (its latency figures are self-consistent)."
+    fi
+  fi
+  if has pgbench; then
+    echo
+    echo "**(c) The database's ceiling** — \`pgbench -n -c $PGBENCH_CLIENTS -j 2 -T $PGBENCH_SECONDS -f route.sql\` as role poolscope over 127.0.0.1 (route.sql: \`SELECT pg_sleep(0);\` + \`SELECT id, title, done, priority FROM todos ORDER BY id;\`)"
+    echo
+    echo "| pgbench tps | pgbench latency avg | service req/s (RUST_LOG=info) ÷ pgbench tps, same repetition |"
+    echo "|---|---|---|"
+    echo "| $(fmt '%.0f' "${V[pgb.tps]}") | $(fmt '%.3f ms' "${V[pgb.lat]}") | $(fmt '%.1f %%' "${V[ratio]:-}") |"
+  fi
+  if has memory; then
+    echo
+    echo "**(d) Memory** — service VmRSS idle; then \`poolscope client $MEM_N --seconds $SLEEP --quiet\` against pool 10+0 (DB_POOL_TIMEOUT=120), sampled every 0.2 s until /pool reports them waiting, then 1 s more"
+    echo
+    echo "| idle RSS | requests waiting (from /pool) | RSS while waiting (max sample) | VmHWM | threads |"
+    echo "|---|---|---|---|---|"
+    echo "| $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.idle_rss]}")") | $(fmt '%d' "${V[mem.waiting]}") | $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.rss]}")") | $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.hwm]}")") | $(fmt '%d' "${V[mem.threads]}") |"
+  fi
+  echo
+  echo "**Targets (issue 7, medians)**"
+  echo
+  echo "| target | observed (median) | |"
+  echo "|---|---|---|"
+  if has waves; then
+    for c in "${WAVE_CASES[@]}"; do
+      read -r n size over <<<"$c"; k="w${n}_${size}_${over}"
+      lim=0.5; [ "$n" = 1000 ] && lim=1
+      d=$(med "${V[$k.dev]}"); e=$(sum_vals "${V[$k.non200]}")
+      echo "| N=$n @ $size+$over: total within $lim % of ${V[$k.ideal]} s, no errors | $(printf '%+.2f %%' "$d"), $e errors | $(ok "$(( $(abs_le "$d" "$lim") && e == 0 ))") |"
+    done
+  fi
+  if has throughput && has pgbench; then
+    r=$(med "${V[ratio]}")
+    echo "| throughput ≥ 35 % of pgbench | $(printf '%.1f %%' "$r") | $(ok "$(awk -v r="$r" 'BEGIN {print (r >= 35) ? 1 : 0}')") |"
+  fi
+  if has throughput; then
+    p99=$(med "${V[tinfo.p99]}"); te=$(sum_vals "${V[tinfo.err]}"); cu=$(med "${V[tinfo.cpu_us]}")
+    echo "| p99 < 20 ms, no errors | $(printf '%.2f ms' "$p99"), $te errors | $(ok "$(( $(lt "$p99" 20) && te == 0 ))") |"
+    echo "| server CPU / request < 90 µs | $(printf '%.1f µs' "$cu") | $(ok "$(lt "$cu" 90)") |"
+  fi
+  if has memory; then
+    mr=$(med "$(kb_to_mb "${V[mem.rss]}")")
+    echo "| RSS with $MEM_N waiting < 100 MB | $(printf '%.1f MB' "$mr") | $(ok "$(lt "$mr" 100)") |"
+  fi
+  echo
+  echo "Re-run: \`scripts/bench.sh\` (3 repetitions) or \`scripts/bench.sh --quick\`. This run: build ${BUILD_SECONDS} s, measurements ${RUN_SECONDS} s. Raw outputs: \`bench-results/bench-$TS.raw/\`."
+} >"$WORK/table.md"
+
+{
+  echo "# poolscope benchmark $TS"
+  echo
+  echo "\`scripts/bench.sh $*\`"
+  echo
+  cat "$WORK/table.md"
+  if [ -s "$RAW/perf-self.txt" ]; then
+    echo
+    echo "**perf** (service only, 5 s under the same load at seconds=0, RUST_LOG=info; full lists in the raw directory)."
+    echo
+    echo "Self time by binary:"
+    echo
+    echo '```'
+    cat "$RAW/perf-dso.txt"
+    echo '```'
+    echo
+    if [ -s "$RAW/perf-syscalls.txt" ]; then
+      echo "System calls of the service per request (perf stat, 5 s of the same load):"
+      echo
+      echo '```'
+      cat "$RAW/perf-syscalls.txt"
+      echo '```'
+      echo
+    fi
+    if [ -s "$RAW/strace-one-request.txt" ]; then
+      echo "System calls of one request (\`curl …?seconds=0\`, strace; EAGAIN reads included):"
+      echo
+      echo '```'
+      sed -E 's/^[0-9]+ +//' "$RAW/strace-one-request.txt" | cut -c1-160 | head -40
+      echo '```'
+      echo
+    fi
+    echo "Self time, top symbols:"
+    echo
+    echo '```'
+    head -25 "$RAW/perf-self.txt" | cut -c1-200
+    echo '```'
+    echo
+  fi
+  echo "Per-repetition values:"
+  echo
+  echo '```'
+  for k in $(printf '%s\n' "${!V[@]}" | sort); do printf '%-18s %s\n' "$k" "${V[$k]}"; done
+  echo '```'
+} >"$REPORT"
+
+cat "$WORK/table.md"
+log "wrote $REPORT"
+
+if [ "$UPDATE" = 1 ] && [ "$SECTIONS" != "waves throughput pgbench memory" ]; then
+  log "BENCH_SECTIONS is a subset: BENCHMARKS.md left as it is"
+  UPDATE=0
+fi
+if [ "$UPDATE" = 1 ]; then
+  BM="$ROOT/BENCHMARKS.md"
+  BEGIN='<!-- bench.sh:begin (generated by scripts/bench.sh; edits inside are overwritten) -->'
+  END='<!-- bench.sh:end -->'
+  [ -f "$BM" ] || printf '# Benchmarks\n\n%s\n%s\n' "$BEGIN" "$END" >"$BM"
+  if ! grep -qF "$BEGIN" "$BM"; then printf '\n## Service benchmark (scripts/bench.sh)\n\n%s\n%s\n' "$BEGIN" "$END" >>"$BM"; fi
+  awk -v b="$BEGIN" -v e="$END" -v f="$WORK/table.md" '
+    $0 == b { print; while ((getline line < f) > 0) print line; skip = 1; next }
+    $0 == e { skip = 0 }
+    !skip { print }' "$BM" >"$WORK/BENCHMARKS.md"
+  cat "$WORK/BENCHMARKS.md" >"$BM"
+  log "updated $BM"
+fi
