@@ -104,25 +104,8 @@ until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/test/postgres/
 done
 URL="http://127.0.0.1:$PORT/test/postgres/"
 
-declare -A V
-add() { V[$1]="${V[$1]:-} $2"; }
-stats() {
-  echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "- - -"; exit }
-      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-fmt() {
-  local s; read -r med lo hi <<<"$(stats "$2")"
-  if [ "$med" = - ]; then echo "–"; return; fi
-  s=$(printf "$1" "$med")
-  if [ "$REPS" -gt 1 ]; then s="$s ($(printf "$1" "$lo")–$(printf "$1" "$hi"))"; fi
-  echo "$s"
-}
-med() { stats "$1" | awk '{print $1}'; }
+# shellcheck source=scripts/lib/stats.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stats.sh"
 
 # utime+stime of the stand-in server, in clock ticks
 srv_ticks() { sed 's/.*) //' "/proc/$SRV_PID/stat" | awk '{print $12 + $13}'; }

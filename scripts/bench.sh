@@ -260,29 +260,9 @@ pg_cpu_ticks() {
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 SVC_URL="http://127.0.0.1:$SVC_PORT/test/postgres/"
 
-# ---------------------------------------------------------------- stats helpers
-# stats "v1 v2 …" → "median min max" (empty → "- - -")
-stats() {
-  echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "- - -"; exit }
-      m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-# fmt FORMAT "v1 v2 …" → "median (min–max)" or just the value with one rep.
-fmt() {
-  local s; read -r med lo hi <<<"$(stats "$2")"
-  if [ "$med" = - ]; then echo "–"; return; fi
-  s=$(printf "$1" "$med")
-  if [ "$REPS" -gt 1 ]; then s="$s ($(printf "$1" "$lo")–$(printf "$1" "$hi"))"; fi
-  echo "$s"
-}
-med() { stats "$1" | awk '{print $1}'; }
+# shellcheck source=scripts/lib/stats.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stats.sh"
 
-declare -A V   # V[key] = space-separated values, one per repetition
-add() { V[$1]="${V[$1]:-} $2"; }
 
 # ---------------------------------------------------------------- (a) waves
 WAVE_CASES=("30 10 10" "100 10 10" "1000 100 100")
