@@ -14,8 +14,10 @@
 pub mod traces;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use std::io::IsTerminal;
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
+
+use tracing_subscriber::filter::{filter_fn, Targets};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter, Layer};
 
 use crate::settings::{LogFormat, TelemetrySettings};
@@ -60,6 +62,8 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
     // a busy disk) must not stall the runtime's workers and every request on
     // them. Lines are dropped, not waited for, if that thread falls far behind.
     let (writer, log_writer) = tracing_appender::non_blocking(std::io::stdout());
+    // Colour codes only for a terminal, not for `docker logs` or a file.
+    let ansi = std::io::stdout().is_terminal();
     let fmt_layer = match settings.log_format {
         LogFormat::Json => fmt::layer()
             .with_writer(writer)
@@ -68,8 +72,16 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
             .with_current_span(false)
             .with_span_list(false)
             .boxed(),
-        LogFormat::Pretty => fmt::layer().with_writer(writer).compact().boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_writer(writer)
+            .with_ansi(ansi)
+            .compact()
+            .boxed(),
     }
+    // Log lines carry their own fields (the access line has route, status,
+    // pool wait and database time), so the log layer takes events only: spans
+    // then cost nothing unless traces are exported.
+    .with_filter(filter_fn(|meta| meta.is_event()))
     .with_filter(filter(&settings.log_filter));
 
     let provider = settings.otlp_endpoint.as_deref().and_then(|endpoint| {
