@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{get_url, header, json, Cluster, TestApp};
+use crate::helpers::{get_url, header, json, spawn_gets, Cluster, TestApp};
 
 #[tokio::test]
 async fn every_bad_seconds_value_is_a_400() {
@@ -88,12 +88,7 @@ async fn a_refusing_database_answers_db_refused() {
     assert_eq!(pool["postgres"]["max_connections"], 6, "{pool}");
 
     let url = app.url("/test/postgres/?seconds=2");
-    let requests: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { get_url(&url).await })
-        })
-        .collect();
+    let requests = spawn_gets(&url, 4);
     let mut kinds = Vec::new();
     for r in requests {
         let answer = r.await.unwrap();

@@ -514,3 +514,13 @@ pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duratio
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `n` concurrent GETs of `url`, each on its own connection, started now.
+pub fn spawn_gets(url: &str, n: usize) -> Vec<tokio::task::JoinHandle<Answer>> {
+    (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move { get_url(&url).await })
+        })
+        .collect()
+}

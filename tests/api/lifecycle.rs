@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{get_url, json, try_get, Cluster, ServeProcess, TestApp};
+use crate::helpers::{get_url, json, spawn_gets, try_get, Cluster, ServeProcess, TestApp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolscope");
 
@@ -61,13 +61,11 @@ async fn pool_reports_configuration_server_limits_and_live_state() {
 
     let busy = tokio::spawn(async move {
         let url = app.url("/test/postgres/?seconds=1");
-        let requests: Vec<_> = (0..7)
-            .map(|_| tokio::spawn(get_url_status(url.clone())))
-            .collect();
+        let requests = spawn_gets(&url, 7);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let during = json(&app.get("/pool").await);
         for r in requests {
-            assert_eq!(r.await.unwrap(), 200);
+            assert_eq!(r.await.unwrap().status, 200);
         }
         during
     });

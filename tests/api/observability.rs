@@ -12,7 +12,7 @@ use poem::web::Data;
 use poem::{handler, post, EndpointExt, Route, Server};
 use prost::Message;
 
-use crate::helpers::{get_url, Cluster, ServeProcess, TestApp};
+use crate::helpers::{spawn_gets, Cluster, ServeProcess, TestApp};
 
 type Received = Arc<Mutex<Vec<Span>>>;
 
@@ -144,12 +144,7 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 async fn metrics_are_right_in_the_middle_of_a_wave() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "1")]).await;
     let url = app.url("/test/postgres/?seconds=1");
-    let requests: Vec<_> = (0..5)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { get_url(&url).await.status })
-        })
-        .collect();
+    let requests = spawn_gets(&url, 5);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let during = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
@@ -178,7 +173,7 @@ async fn metrics_are_right_in_the_middle_of_a_wave() {
         2.0
     );
     for r in requests {
-        assert_eq!(r.await.unwrap(), 200);
+        assert_eq!(r.await.unwrap().status, 200);
     }
 
     let after = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use poolscope::client::http::{self, Target};
 
-use crate::helpers::{free_port, try_get, wait_for_status, Cluster, ServeProcess, TestApp};
+use crate::helpers::{
+    free_port, spawn_gets, try_get, wait_for_status, Cluster, ServeProcess, TestApp,
+};
 
 /// Backends of this database still running the demo's sleep.
 fn sleeping_backends(cluster: &Cluster, db: &str) -> u32 {
@@ -257,12 +259,7 @@ async fn pool_exhaustion_times_out_on_time_and_recovers() {
     ])
     .await;
     let url = app.url("/test/postgres/?seconds=2");
-    let requests: Vec<_> = (0..10)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { crate::helpers::get_url(&url).await })
-        })
-        .collect();
+    let requests = spawn_gets(&url, 10);
     let mut waited = Vec::new();
     let mut ok = 0;
     for r in requests {
@@ -293,12 +290,7 @@ async fn pool_exhaustion_times_out_on_time_and_recovers() {
 async fn beyond_max_in_flight_is_an_immediate_503() {
     let app = TestApp::spawn(&[("MAX_IN_FLIGHT", "3")]).await;
     let url = app.url("/test/postgres/?seconds=1");
-    let holders: Vec<_> = (0..3)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { crate::helpers::get_url(&url).await.status })
-        })
-        .collect();
+    let holders = spawn_gets(&url, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let started = Instant::now();
@@ -311,7 +303,7 @@ async fn beyond_max_in_flight_is_an_immediate_503() {
     assert!(took < Duration::from_millis(200), "{took:?}");
     eprintln!("measured: overloaded answered in {took:?}");
     for h in holders {
-        assert_eq!(h.await.unwrap(), 200);
+        assert_eq!(h.await.unwrap().status, 200);
     }
     assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
 }
