@@ -45,6 +45,8 @@ mkdir -p "$RAW"
 
 log() { printf '[bench-client %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
 WORK=""
 SRV_PID=""
@@ -82,17 +84,6 @@ BIN="$ROOT/target/release/poolscope"
 SRV="$ROOT/target/release/examples/sleep_server"
 
 WORK=$(mktemp -d /tmp/poolscope-bench-client.XXXXXX)
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    # below the usual ephemeral range (32768–60999), so no outgoing connection holds it
-    p=$((12000 + RANDOM % 20000))
-    if command -v ss >/dev/null; then
-      [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] && { echo "$p"; return; }
-    elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port"
-}
 PORT=$(free_port)
 "$SRV" "127.0.0.1:$PORT" >"$RAW/sleep_server.log" 2>&1 &
 SRV_PID=$!
@@ -104,8 +95,6 @@ until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PORT/test/postgres/
 done
 URL="http://127.0.0.1:$PORT/test/postgres/"
 
-# shellcheck source=scripts/lib/stats.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/stats.sh"
 
 # utime+stime of the stand-in server, in clock ticks
 srv_ticks() { sed 's/.*) //' "/proc/$SRV_PID/stat" | awk '{print $12 + $13}'; }

@@ -60,6 +60,8 @@ MEM_N=10000
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=scripts/lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
 # ---------------------------------------------------------------- cleanup
 WORK=""
@@ -140,17 +142,6 @@ BIN="$ROOT/target/release/poolscope"
 RUSTC_VERSION=$(rustc --version)
 
 # ---------------------------------------------------------------- cluster
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    # below the usual ephemeral range (32768–60999), so no outgoing connection holds it
-    p=$((12000 + RANDOM % 20000))
-    if command -v ss >/dev/null; then
-      [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] && { echo "$p"; return; }
-    elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port"
-}
 
 WORK=$(mktemp -d /tmp/poolscope-bench.XXXXXX)
 chmod 700 "$WORK"
@@ -260,8 +251,6 @@ pg_cpu_ticks() {
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 SVC_URL="http://127.0.0.1:$SVC_PORT/test/postgres/"
 
-# shellcheck source=scripts/lib/stats.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/stats.sh"
 
 
 # ---------------------------------------------------------------- (a) waves

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by scripts/bench.sh and scripts/bench-client.sh (sourced, not run):
-# per-repetition values and their median (min–max).
-# Needs REPS (the number of repetitions) set by the caller.
+# a free port, and per-repetition values with their median (min–max).
+# The caller defines die(), and sets REPS before using fmt.
 
 declare -A V   # V[key] = space-separated values, one per repetition
 add() { V[$1]="${V[$1]:-} $2"; }
@@ -29,3 +29,16 @@ fmt() {
 }
 
 med() { stats "$1" | awk '{print $1}'; }
+
+# A port nothing on this machine uses (not bound, no connection to it).
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    # below the usual ephemeral range (32768–60999), so no outgoing connection holds it
+    p=$((12000 + RANDOM % 20000))
+    if command -v ss >/dev/null; then
+      [ -z "$(ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null)" ] && { echo "$p"; return; }
+    elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  die "no free port"
+}
