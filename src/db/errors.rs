@@ -1,8 +1,6 @@
 //! Driver errors sorted into what the user can act on. The sorting is by
 //! SQLSTATE where PostgreSQL gives one, so messages stay right across versions.
 
-use std::time::Duration;
-
 /// Why the database could not do what the route asked.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
@@ -15,8 +13,8 @@ pub enum DbError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The statement ran past the server's `statement_timeout` (SQLSTATE 57014).
-    #[error("statement ran past statement_timeout ({}s)", .0.as_secs_f64())]
-    StatementTimeout(Duration),
+    #[error("the statement ran past DB_STATEMENT_TIMEOUT (PostgreSQL's statement_timeout)")]
+    StatementTimeout,
     /// Anything else: a bug or an unexpected server state.
     #[error("unexpected database error: {0}")]
     Other(String),
@@ -26,8 +24,8 @@ const TOO_MANY_CONNECTIONS: &str = "53300";
 const QUERY_CANCELED: &str = "57014";
 
 impl DbError {
-    /// Sorts a sqlx error; `statement_timeout` is only used for the message.
-    pub fn from_sqlx(err: &sqlx::Error, statement_timeout: Duration) -> DbError {
+    /// Sorts a sqlx error.
+    pub fn from_sqlx(err: &sqlx::Error) -> DbError {
         match err {
             sqlx::Error::Database(db) => {
                 let code = db.code();
@@ -35,7 +33,7 @@ impl DbError {
                 match code {
                     TOO_MANY_CONNECTIONS => DbError::Refused,
                     QUERY_CANCELED if db.message().contains("statement timeout") => {
-                        DbError::StatementTimeout(statement_timeout)
+                        DbError::StatementTimeout
                     }
                     // 08: connection exception, 57P0x: admin shutdown / crash /
                     // cannot connect now, 3D000/28xxx: wrong database or login.
@@ -73,9 +71,7 @@ pub fn describe_db_err(err: &sea_orm::DbErr) -> String {
     match err {
         DbErr::Conn(RuntimeErr::SqlxError(e))
         | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            DbError::from_sqlx(e, Duration::ZERO).to_string()
-        }
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => DbError::from_sqlx(e).to_string(),
         DbErr::Conn(_) => "cannot connect to the database".into(),
         other => other.to_string(),
     }

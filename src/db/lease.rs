@@ -23,7 +23,6 @@ pub struct Lease {
     statement_in_flight: bool,
     /// The pool's count of connections in use, decremented on drop.
     in_use: Arc<AtomicUsize>,
-    statement_timeout: Duration,
 }
 
 impl Lease {
@@ -31,7 +30,6 @@ impl Lease {
         conn: PoolConnection<Postgres>,
         waited: Duration,
         in_use: Arc<AtomicUsize>,
-        statement_timeout: Duration,
     ) -> Lease {
         in_use.fetch_add(1, Ordering::Relaxed);
         Lease {
@@ -39,17 +37,12 @@ impl Lease {
             waited,
             statement_in_flight: false,
             in_use,
-            statement_timeout,
         }
     }
 
     /// Time spent waiting for this connection.
     pub fn waited(&self) -> Duration {
         self.waited
-    }
-
-    pub fn statement_timeout(&self) -> Duration {
-        self.statement_timeout
     }
 
     /// Runs `f` on the connection; if the caller stops polling before `f`

@@ -218,17 +218,9 @@ impl Pool {
         let waited = started.elapsed();
         self.inner.wait_time.record(waited);
         match result {
-            Ok(Ok(conn)) => Ok(Lease::new(
-                conn,
-                waited,
-                self.inner.in_use.clone(),
-                self.inner.settings.statement_timeout,
-            )),
+            Ok(Ok(conn)) => Ok(Lease::new(conn, waited, self.inner.in_use.clone())),
             Ok(Err(sqlx::Error::PoolTimedOut)) => Err(Box::pin(self.explain_timeout(waited)).await),
-            Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(
-                &e,
-                self.inner.settings.statement_timeout,
-            ))),
+            Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(&e))),
             Err(unreachable) => Err(AcquireError::Db(unreachable)),
         }
     }

@@ -57,7 +57,6 @@ pub enum ProbeOutcome {
 pub struct Monitor {
     options: PgConnectOptions,
     connect_timeout: Duration,
-    statement_timeout: Duration,
     conn: Mutex<Option<PgConnection>>,
     last_sample: std::sync::Mutex<Option<ServerLimits>>,
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
@@ -82,7 +81,6 @@ impl Monitor {
         Monitor {
             options,
             connect_timeout: settings.connect_timeout,
-            statement_timeout: settings.statement_timeout,
             conn: Mutex::new(None),
             last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
@@ -92,7 +90,7 @@ impl Monitor {
     async fn connect(&self) -> Result<PgConnection, DbError> {
         match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(DbError::from_sqlx(&e, self.statement_timeout)),
+            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
             Err(_) => Err(DbError::Unavailable(format!(
                 "no connection within DB_CONNECT_TIMEOUT ({}s)",
                 self.connect_timeout.as_secs_f64()
@@ -112,7 +110,7 @@ impl Monitor {
             .fetch_one(conn);
         let result = match tokio::time::timeout(SAMPLE_TIMEOUT, query).await {
             Ok(Ok(row)) => Ok(row),
-            Ok(Err(e)) => Err(DbError::from_sqlx(&e, self.statement_timeout)),
+            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
             Err(_) => Err(DbError::Unavailable(
                 "server limits not read within 2s".into(),
             )),

@@ -60,7 +60,6 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
         db.backend_pid = Empty,
         otel.status_code = Empty,
     );
-    let statement_timeout = lease.statement_timeout();
     let started = Instant::now();
     let result = lease
         .run(async |conn| {
@@ -74,7 +73,7 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
     let db_time = started.elapsed();
     let pg_rows = result.map_err(|e| {
         span.record("otel.status_code", "ERROR");
-        DbError::from_sqlx(&e, statement_timeout)
+        DbError::from_sqlx(&e)
     })?;
 
     let backend_pid: Option<i32> = pg_rows.first().and_then(|r| r.try_get(0).ok());

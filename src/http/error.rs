@@ -53,7 +53,7 @@ impl ApiError {
             ApiError::PoolTimeout { .. } => "pool_timeout",
             ApiError::Db(DbError::Refused) => "db_refused",
             ApiError::Db(DbError::Unavailable(_)) => "db_unavailable",
-            ApiError::Db(DbError::StatementTimeout(_)) => "statement_timeout",
+            ApiError::Db(DbError::StatementTimeout) => "statement_timeout",
             ApiError::Db(DbError::Other(_)) => "internal",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::NotFound(_) => "not_found",
@@ -98,7 +98,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             // nginx's "client closed request"; never seen by the client.
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            ApiError::Db(DbError::StatementTimeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Db(DbError::StatementTimeout) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Db(DbError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::PoolTimeout { .. } | ApiError::Db(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
