@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A pooled connection on loan to one request.
 ///
@@ -18,7 +19,11 @@ use sqlx::Postgres;
 /// notices within a second and ends the backend, and the pool opens a fresh
 /// connection in its place.
 pub struct Lease {
+    // Declared before `turn`: fields drop in order, so the connection is on
+    // its way back to the pool before the next request is let in to take it.
     conn: PoolConnection<Postgres>,
+    /// The request's turn at the pool (see [`super::pool`]).
+    _turn: OwnedSemaphorePermit,
     waited: Duration,
     statement_in_flight: bool,
     /// The pool's count of connections in use, decremented on drop.
@@ -28,12 +33,14 @@ pub struct Lease {
 impl Lease {
     pub(super) fn new(
         conn: PoolConnection<Postgres>,
+        turn: OwnedSemaphorePermit,
         waited: Duration,
         in_use: Arc<AtomicUsize>,
     ) -> Lease {
         in_use.fetch_add(1, Ordering::Relaxed);
         Lease {
             conn,
+            _turn: turn,
             waited,
             statement_in_flight: false,
             in_use,
