@@ -60,13 +60,8 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match app.run_until_stopped(shutdown::signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+    app.run_until_stopped(shutdown::signal()).await;
+    ExitCode::SUCCESS
 }
 
 async fn migrate(settings: Settings) -> ExitCode {

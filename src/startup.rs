@@ -7,19 +7,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::Server;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::db::pool::Pool;
-use crate::http::disconnect::WatchingAcceptor;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 
 /// How often the service samples PostgreSQL's connection counts for /metrics.
 const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Connections the kernel queues before they are accepted (it caps this at
+/// `net.core.somaxconn`): `poolscope client 10000` connects all at once, and
+/// with tokio's default of 1,024 the rest would wait for SYN retries.
+const LISTEN_BACKLOG: u32 = 4096;
+
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
 }
@@ -41,20 +44,13 @@ impl Application {
             .await
             .map_err(StartupError::Pool)?;
         let wanted = SocketAddr::new(settings.server.host, settings.server.port);
-        let acceptor = TcpListener::bind(wanted.to_string())
-            .into_acceptor()
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: wanted,
-                source,
-            })?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or(wanted);
+        let listener = listen(wanted).map_err(|source| StartupError::Bind {
+            addr: wanted,
+            source,
+        })?;
+        let addr = listener.local_addr().unwrap_or(wanted);
         Ok(Application {
-            acceptor,
+            listener,
             addr,
             state: Arc::new(AppState::new(settings, pool)),
         })
@@ -70,18 +66,12 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// for up to `SHUTDOWN_GRACE` and closes the pool.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = self.state.clone();
         let grace = state.settings.server.shutdown_grace;
         tracing::info!(addr = %self.addr, "listening");
         let prepare = tokio::spawn(prepare_database(state.clone()));
-        let acceptor = WatchingAcceptor::new(self.acceptor, state.disconnects.clone());
-        let result = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(http::routes(state.clone()), shutdown, Some(grace))
-            .await;
+        http::server::serve(self.listener, http::routes(state.clone()), shutdown, grace).await;
         prepare.abort();
         // Connections still leased after the grace period are closed when
         // their requests are dropped; don't wait on them forever.
@@ -92,8 +82,18 @@ impl Application {
             tracing::warn!("pool did not close within 5s");
         }
         tracing::info!("stopped");
-        result
     }
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // A restarted service can bind at once, even with old connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Migrates (retrying while the database is unreachable), reports the pool

@@ -11,6 +11,7 @@ use poem::web::Data;
 use poem::{handler, Request, Response};
 use serde::Serialize;
 
+use super::disconnect::ClientGone;
 use super::error::ApiError;
 use super::AppState;
 use crate::db::errors::DbError;
@@ -41,7 +42,7 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
     let seconds = requested_seconds(req.uri().query(), &state.settings.demo)?;
     // A client that hangs up must not keep its statement sleeping on the
     // server: losing this race drops the work and with it the lease.
-    let gone = state.disconnects.token(req.remote_addr());
+    let gone = ClientGone::of(req);
     tokio::select! {
         answer = sleep_and_list(&state, seconds) => Ok(answer?),
         _ = gone.cancelled() => Err(ApiError::ClientClosed.into()),

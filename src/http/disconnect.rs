@@ -1,83 +1,36 @@
 //! Noticing clients that hang up.
 //!
-//! A client that gives up closes its connection, but poem keeps polling the
-//! request's handler to completion (it drains in-flight requests of every
-//! connection it closes). For the demo route that would mean a pool slot and a
-//! server backend held for the rest of `pg_sleep`, and abandoned requests
-//! piling up against `max_connections`.
+//! A client that gives up closes its connection, but hyper keeps polling the
+//! request's handler to completion. For the demo route that would mean a pool
+//! slot and a server backend held for the rest of `pg_sleep`, and abandoned
+//! requests piling up against `max_connections`.
 //!
-//! So the listener hands out connections wrapped in [`WatchedIo`], which
-//! cancels a token when the client's side reads end-of-file or fails (hyper
-//! keeps reading while a request is in flight exactly to detect this). The
-//! handler races its work against that token; losing the race drops the work,
-//! and the dropped [`crate::db::pool::Lease`] ends the statement on the server.
+//! So the server ([`super::server`]) wraps every connection in [`WatchedIo`],
+//! which cancels a token when the client's side reads end-of-file or fails
+//! (hyper keeps reading while a request is in flight exactly to detect this),
+//! and hands each request the token as a [`ClientGone`] extension. The handler
+//! races its work against it; losing the race drops the work, and the dropped
+//! [`crate::db::pool::Lease`] ends the statement on the server.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use poem::http::uri::Scheme;
-use poem::listener::Acceptor;
-use poem::web::{LocalAddr, RemoteAddr};
+use poem::Request;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-/// Open connections by peer address, each with a token cancelled on hang-up.
-#[derive(Default, Clone)]
-pub struct Disconnects {
-    open: Arc<Mutex<HashMap<SocketAddr, CancellationToken>>>,
-}
+/// Cancelled when the client of the request's connection has hung up.
+#[derive(Clone, Default)]
+pub struct ClientGone(pub CancellationToken);
 
-impl Disconnects {
-    /// The token of the connection this request came on (a fresh, never
-    /// cancelled one when the connection is unknown).
-    pub fn token(&self, remote: &RemoteAddr) -> CancellationToken {
-        remote
-            .as_socket_addr()
-            .and_then(|addr| self.open.lock().expect("not poisoned").get(addr).cloned())
+impl ClientGone {
+    /// The token of the connection `req` came on (a fresh, never cancelled
+    /// one for a request that did not come through [`super::server`]).
+    pub fn of(req: &Request) -> CancellationToken {
+        req.extensions()
+            .get::<ClientGone>()
+            .map(|gone| gone.0.clone())
             .unwrap_or_default()
-    }
-}
-
-/// Wraps an acceptor so every connection it hands out is watched.
-pub struct WatchingAcceptor<A> {
-    inner: A,
-    disconnects: Disconnects,
-}
-
-impl<A> WatchingAcceptor<A> {
-    pub fn new(inner: A, disconnects: Disconnects) -> Self {
-        WatchingAcceptor { inner, disconnects }
-    }
-}
-
-impl<A: Acceptor> Acceptor for WatchingAcceptor<A> {
-    type Io = WatchedIo<A::Io>;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let (io, local, remote, scheme) = self.inner.accept().await?;
-        let token = CancellationToken::new();
-        let addr = remote.as_socket_addr().copied();
-        if let Some(addr) = addr {
-            self.disconnects
-                .open
-                .lock()
-                .expect("not poisoned")
-                .insert(addr, token.clone());
-        }
-        let io = WatchedIo {
-            inner: io,
-            token,
-            addr,
-            disconnects: self.disconnects.clone(),
-        };
-        Ok((io, local, remote, scheme))
     }
 }
 
@@ -85,20 +38,17 @@ impl<A: Acceptor> Acceptor for WatchingAcceptor<A> {
 pub struct WatchedIo<T> {
     inner: T,
     token: CancellationToken,
-    addr: Option<SocketAddr>,
-    disconnects: Disconnects,
+}
+
+impl<T> WatchedIo<T> {
+    pub fn new(inner: T, token: CancellationToken) -> Self {
+        WatchedIo { inner, token }
+    }
 }
 
 impl<T> Drop for WatchedIo<T> {
     fn drop(&mut self) {
         self.token.cancel();
-        if let Some(addr) = self.addr {
-            self.disconnects
-                .open
-                .lock()
-                .expect("not poisoned")
-                .remove(&addr);
-        }
     }
 }
 

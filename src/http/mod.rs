@@ -5,13 +5,14 @@ pub mod demo;
 pub mod disconnect;
 pub mod error;
 pub mod observe;
+pub mod server;
 pub mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use poem::error::{MethodNotAllowedError, NotFoundError};
-use poem::{get, Endpoint, EndpointExt, Response, Route};
+use poem::{get, Endpoint, Response, Route};
 use tokio::sync::Semaphore;
 
 use crate::db::pool::Pool;
@@ -24,8 +25,6 @@ pub struct AppState {
     pub pool: Pool,
     /// `MAX_IN_FLIGHT` permits; a demo request that finds none is answered 503 at once.
     pub in_flight: Arc<Semaphore>,
-    /// Which connections' clients have hung up (see [`disconnect`]).
-    pub disconnects: disconnect::Disconnects,
     pub request_durations: crate::metrics::RequestDurations,
     migrated: AtomicBool,
 }
@@ -37,7 +36,6 @@ impl AppState {
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
-            disconnects: disconnect::Disconnects::default(),
             request_durations: Default::default(),
             migrated: AtomicBool::new(false),
         }
@@ -53,17 +51,14 @@ impl AppState {
 }
 
 pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
-    let observed = state.clone();
-    Route::new()
+    let routes = Route::new()
         .at("/test/postgres/", get(demo::test_postgres))
         .at("/test/postgres", get(demo::test_postgres))
         .at("/healthz", get(status::healthz))
         .at("/readyz", get(status::readyz))
         .at("/pool", get(status::pool))
-        .at("/metrics", get(status::metrics))
-        .data(state)
-        .catch_all_error(|err: poem::Error| async move { error_response(err) })
-        .around(move |ep, req| observe::observe(ep, req, observed.clone()))
+        .at("/metrics", get(status::metrics));
+    observe::Observed { routes, state }
 }
 
 /// Our own errors render themselves; poem's routing errors become JSON too.

@@ -254,7 +254,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db_name: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _task: tokio::task::JoinHandle<()>,
 }
 
 impl TestApp {
