@@ -37,6 +37,7 @@ use tracing::Instrument;
 pub use super::lease::Lease;
 
 use super::errors::DbError;
+use super::login::off_the_workers;
 use super::server_info::{Monitor, ProbeOutcome};
 use super::APPLICATION_NAME;
 use crate::metrics::{Histogram, PoolSnapshot};
@@ -251,8 +252,8 @@ impl Pool {
         let turn_then_connection = async {
             let turn = (self.inner.turns.clone().acquire_owned().await)
                 .map_err(|_closed| sqlx::Error::PoolClosed)?;
-            // Boxed, so that only requests holding a turn carry its 14.5 KB.
-            let conn = Box::pin(self.sqlx().acquire()).await?;
+            // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
+            let conn = Box::pin(self.connection_for_turn()).await?;
             Ok((turn, conn))
         };
         let acquire = async {
@@ -272,6 +273,20 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// sqlx's acquire, for a request holding a turn. When the pool has to
+    /// grow, the acquire includes a login, which runs off the runtime's
+    /// workers (see [`super::login`]).
+    async fn connection_for_turn(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        let pool = self.sqlx().clone();
+        let must_open = pool.num_idle() == 0 && pool.size() < self.inner.settings.pool_max();
+        if !must_open {
+            return pool.acquire().await;
+        }
+        off_the_workers(async move { pool.acquire().await })
+            .await
+            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
     }
 
     /// The monitor's probe, boxed: its connection attempt is a large future,

@@ -16,6 +16,7 @@ use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Mutex;
 
 use super::errors::DbError;
+use super::login::off_the_workers;
 use super::{APPLICATION_NAME, MONITOR_APPLICATION_NAME};
 use crate::settings::DatabaseSettings;
 
@@ -87,10 +88,19 @@ impl Monitor {
         }
     }
 
+    /// One login, off the runtime's workers (see [`super::login`]): under
+    /// load it would otherwise take seconds and could exceed
+    /// `DB_CONNECT_TIMEOUT`, reporting a healthy database as unreachable.
+    /// The timeout stays on this side: the login itself uses no timer.
     async fn connect(&self) -> Result<PgConnection, DbError> {
-        match tokio::time::timeout(self.connect_timeout, self.options.connect()).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
+        let options = self.options.clone();
+        let login = off_the_workers(async move { options.connect().await });
+        match tokio::time::timeout(self.connect_timeout, login).await {
+            Ok(None) => Err(DbError::Other(
+                "opening a connection failed unexpectedly".into(),
+            )),
+            Ok(Some(Ok(conn))) => Ok(conn),
+            Ok(Some(Err(e))) => Err(DbError::from_sqlx(&e)),
             Err(_) => Err(DbError::Unavailable(format!(
                 "no connection within DB_CONNECT_TIMEOUT ({}s)",
                 self.connect_timeout.as_secs_f64()
