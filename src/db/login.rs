@@ -3,10 +3,11 @@
 //! sqlx computes the SCRAM-SHA-256 proof (4,096 PBKDF2 rounds) in the task
 //! that opens the connection and yields to the scheduler every 5 rounds, about
 //! 820 times per login. On idle runtime workers a yield is free; on busy ones
-//! tokio wakes a yielded task only between batches of about 61 polls, behind
-//! every other ready task. Measured under `seconds=0` load: a login that takes
-//! ~50 ms from another process took 2–3 s inside the service, and requests
-//! waited that long for new connections (BENCHMARKS.md).
+//! tokio wakes a yielded task only when it next checks for I/O events (every
+//! 61 polls by default, 16 here: see `main.rs`), behind every other ready
+//! task. Measured under `seconds=0` load (with 61): a login that takes ~50 ms
+//! from another process took 2–3 s inside the service, and requests waited
+//! that long for new connections (BENCHMARKS.md).
 //!
 //! So logins run on a blocking-pool thread, driving the future with the
 //! runtime's handle: there a yield costs nothing, and the socket still belongs
