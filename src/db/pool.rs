@@ -144,6 +144,26 @@ impl Pool {
         self.inner.db.get_postgres_connection_pool()
     }
 
+    /// Every acquire from sqlx goes through here (requests holding a turn,
+    /// the warm-up, `/readyz`): when the pool has to grow, the acquire
+    /// includes a login, which then runs off the runtime's workers (see
+    /// [`super::login`]). Owned and `'static`, so it can be spawned.
+    fn sqlx_acquire(
+        &self,
+    ) -> impl std::future::Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + 'static
+    {
+        let pool = self.sqlx().clone();
+        let must_open = pool.num_idle() == 0 && pool.size() < self.inner.settings.pool_max();
+        async move {
+            if !must_open {
+                return pool.acquire().await;
+            }
+            off_the_workers(async move { pool.acquire().await })
+                .await
+                .unwrap_or(Err(sqlx::Error::WorkerCrashed))
+        }
+    }
+
     pub fn settings(&self) -> &DatabaseSettings {
         &self.inner.settings
     }
@@ -253,7 +273,7 @@ impl Pool {
             let turn = (self.inner.turns.clone().acquire_owned().await)
                 .map_err(|_closed| sqlx::Error::PoolClosed)?;
             // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
-            let conn = Box::pin(self.connection_for_turn()).await?;
+            let conn = Box::pin(self.sqlx_acquire()).await?;
             Ok((turn, conn))
         };
         let acquire = async {
@@ -273,20 +293,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// sqlx's acquire, for a request holding a turn. When the pool has to
-    /// grow, the acquire includes a login, which runs off the runtime's
-    /// workers (see [`super::login`]).
-    async fn connection_for_turn(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let pool = self.sqlx().clone();
-        let must_open = pool.num_idle() == 0 && pool.size() < self.inner.settings.pool_max();
-        if !must_open {
-            return pool.acquire().await;
-        }
-        off_the_workers(async move { pool.acquire().await })
-            .await
-            .unwrap_or(Err(sqlx::Error::WorkerCrashed))
     }
 
     /// The monitor's probe, boxed: its connection attempt is a large future,
@@ -324,7 +330,7 @@ impl Pool {
     /// connection set-up each.
     pub async fn warm_up(&self) {
         let wanted = self.inner.settings.pool_size as usize;
-        let held = futures_util::future::join_all((0..wanted).map(|_| self.sqlx().acquire())).await;
+        let held = futures_util::future::join_all((0..wanted).map(|_| self.sqlx_acquire())).await;
         let opened = held.iter().filter(|c| c.is_ok()).count();
         drop(held);
         tracing::debug!(opened, wanted, "pool warmed up");
@@ -338,9 +344,9 @@ impl Pool {
     /// instead of being abandoned half-way — so a later check can succeed.
     pub async fn ping(&self, limit: Duration) -> bool {
         use sqlx::Connection;
-        let pool = self.sqlx().clone();
+        let acquire = self.sqlx_acquire();
         let attempt = tokio::spawn(async move {
-            let mut conn = pool.acquire().await.ok()?;
+            let mut conn = acquire.await.ok()?;
             conn.ping().await.ok()
         });
         matches!(tokio::time::timeout(limit, attempt).await, Ok(Ok(Some(()))))
