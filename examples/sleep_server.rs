@@ -10,10 +10,10 @@
 //! cargo run --release --example sleep_server -- 127.0.0.1:8099
 //! ```
 //!
-//! The listen address is the first argument (default `127.0.0.1:8099`); the
-//! listen backlog is `SLEEP_SERVER_BACKLOG` (default 4096, the kernel caps it
-//! at `net.core.somaxconn`) so that a burst of 10,000 connects is not held up
-//! by SYN retries on the server side (tokio's default backlog is 1024).
+//! The listen address is the first argument (default `127.0.0.1:8099`); it
+//! listens as the service does (`poolscope::startup::listen`: a backlog of
+//! 4096, capped by `net.core.somaxconn`), so that a burst of 10,000 connects
+//! is not held up by SYN retries on the server side.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,18 +53,8 @@ async fn main() -> std::io::Result<()> {
         .unwrap_or_else(|| "127.0.0.1:8099".into())
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let backlog: u32 = std::env::var("SLEEP_SERVER_BACKLOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4096);
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    let listener = socket.listen(backlog)?;
-    eprintln!("sleep_server listening on {addr} (backlog {backlog})");
+    let listener = poolscope::startup::listen(addr)?;
+    eprintln!("sleep_server listening on {addr}");
     let app = Route::new()
         .at("/test/postgres/", get(demo))
         .at("/test/postgres", get(demo))

@@ -85,7 +85,9 @@ impl Application {
     }
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// A listener on `addr` with the service's backlog (also used by the client
+/// benchmark's stand-in server, `examples/sleep_server.rs`).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
