@@ -13,8 +13,9 @@ const EXIT_USAGE: u8 = 2;
 /// Polls of ready tasks between checks for new I/O events (tokio's default
 /// is 61). On busy workers, sockets that became ready wait that long to be
 /// noticed; checking every 16 polls took the p99 at `seconds=0` from
-/// 25.0 ms to 21.4 ms (medians of 5 runs each, same CPU per request), while
-/// every 8 polls cost CPU (BENCHMARKS.md).
+/// 25.0 ms to 21.4 ms in alternating quick runs (medians of 5 each, same CPU
+/// per request; within the noise of full runs), while every 8 polls cost CPU
+/// (BENCHMARKS.md).
 const EVENT_INTERVAL: u32 = 16;
 
 fn main() -> ExitCode {

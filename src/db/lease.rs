@@ -19,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 /// notices within a second and ends the backend, and the pool opens a fresh
 /// connection in its place.
 pub struct Lease {
-    // Declared before `turn`: fields drop in order, so the connection is on
+    // Declared before `_turn`: fields drop in order, so the connection is on
     // its way back to the pool before the next request is let in to take it.
     conn: PoolConnection<Postgres>,
     /// The request's turn at the pool (see [`super::pool`]).

@@ -50,7 +50,7 @@ impl Extractor for Headers<'_> {
 /// `.data()`, `.catch_all_error()` and `.around()` layers: each of those is
 /// an `async fn` that keeps the request (472 bytes) next to the inner future,
 /// and a future awaited from an `async` block is stored twice. With 10,000
-/// requests waiting on the pool that came to 6.7 KB each, now 1.9 KB.
+/// requests waiting on the pool that came to 6.7 KB each, now 2.7 KB.
 pub struct Observed<E> {
     pub routes: E,
     pub state: Arc<AppState>,
