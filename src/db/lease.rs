@@ -1,13 +1,13 @@
-//! A pooled connection on loan to one request, and what happens when the
-//! request is abandoned mid-statement.
+//! A pooled connection on loan to one request, and what happens to it when
+//! the loan ends: back to the pool, closed as surplus overflow (see
+//! [`super::overflow`]), or closed because the request was abandoned
+//! mid-statement.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::overflow::Turn;
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// A pooled connection on loan to one request.
 ///
@@ -16,34 +16,27 @@ use tokio::sync::OwnedSemaphorePermit;
 /// finish, so an abandoned request would hold a pool slot and a server backend
 /// for the full sleep. A `Lease` dropped while a statement is in flight instead
 /// closes its connection; with `client_connection_check_interval` the server
-/// notices within a second and ends the backend, and the pool opens a fresh
-/// connection in its place.
+/// notices within a second and ends the backend, and sqlx reopens up to
+/// `DB_POOL_SIZE` (`min_connections`).
 pub struct Lease {
-    // Declared before `_turn`: fields drop in order, so the connection is on
-    // its way back to the pool before the next request is let in to take it.
-    conn: PoolConnection<Postgres>,
-    /// The request's turn at the pool (see [`super::pool`]).
-    _turn: OwnedSemaphorePermit,
+    /// `Some` until the lease is dropped. `Drop` gives it back (or closes it)
+    /// before the turn is released, so the connection is on its way back to
+    /// the pool before the next request is let in to take it.
+    conn: Option<PoolConnection<Postgres>>,
+    /// The request's turn at the pool (see [`super::overflow::Turn`]).
+    turn: Turn,
     waited: Duration,
     statement_in_flight: bool,
-    /// The pool's count of connections in use, decremented on drop.
-    in_use: Arc<AtomicUsize>,
 }
 
 impl Lease {
-    pub(super) fn new(
-        conn: PoolConnection<Postgres>,
-        turn: OwnedSemaphorePermit,
-        waited: Duration,
-        in_use: Arc<AtomicUsize>,
-    ) -> Lease {
-        in_use.fetch_add(1, Ordering::Relaxed);
+    pub(super) fn new(conn: PoolConnection<Postgres>, turn: Turn, waited: Duration) -> Lease {
+        turn.occupancy().lease_started();
         Lease {
-            conn,
-            _turn: turn,
+            conn: Some(conn),
+            turn,
             waited,
             statement_in_flight: false,
-            in_use,
         }
     }
 
@@ -56,7 +49,8 @@ impl Lease {
     /// finishes, the connection is closed instead of returned (see above).
     pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
         self.statement_in_flight = true;
-        let out = f(&mut self.conn).await;
+        let conn = self.conn.as_mut().expect("held until drop");
+        let out = f(conn).await;
         self.statement_in_flight = false;
         out
     }
@@ -64,10 +58,18 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        // Decided while this lease still holds its turn (fields drop after this body).
+        self.turn.occupancy().lease_ended();
+        let keep = self.turn.give_back_and_keep();
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         if self.statement_in_flight {
             tracing::debug!("request abandoned mid-statement; closing its connection");
-            self.conn.close_on_drop();
+            conn.close_on_drop();
+        } else if !keep {
+            tracing::trace!("overflow connection returned to a full pool; closing it");
+            self.turn.occupancy().close_in_background(conn);
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Everything that talks to PostgreSQL: the pool ([`pool`]), the demo's table
 //! and query ([`todos`]), the server's own limits ([`server_info`]) and the
 //! mapping of driver errors onto what a user should be told ([`errors`]),
-//! and opening connections without stalling under load ([`login`]).
+//! opening connections without stalling under load ([`login`]) and which
+//! connections the pool keeps ([`overflow`]).
 
+pub mod check;
 pub mod errors;
 pub mod lease;
 pub mod login;
+pub mod overflow;
 pub mod pool;
 pub mod server_info;
 pub mod todos;

@@ -1,26 +1,28 @@
-//! The connection pool, as SeaORM builds it over sqlx, plus the two things
-//! sqlx does not tell us:
+//! The connection pool, as SeaORM builds it over sqlx, made to behave like
+//! SQLAlchemy's `QueuePool` where a user can see the difference (SPEC.md,
+//! "Pool semantics"):
 //!
-//! * **How many requests are waiting.** sqlx exposes only size and idle, so
-//!   every acquire goes through [`Pool::acquire`], which counts waiters.
-//! * **Why an acquire timed out.** sqlx treats "too many clients" (SQLSTATE
-//!   53300) as transient while connecting: it retries silently until the
-//!   acquire timeout and then reports only `PoolTimedOut`. When that happens
-//!   while the pool is still below its maximum, it was not busy — it could not
-//!   grow. One rate-limited direct connection attempt ([`server_info::Monitor::probe`])
-//!   tells the real cause.
-//!
-//! * **A cheap place to wait.** sqlx's acquire future embeds opening a
-//!   connection and is about 14.5 KB; 10,000 requests waiting inside it would
-//!   hold 145 MB. Requests first queue, in arrival order, for one of
-//!   `pool_size + max_overflow` turns ([`Inner::turns`], a tokio semaphore:
-//!   about 100 bytes per waiter), and only a request holding a turn calls sqlx.
+//! * **A cheap, fair place to wait.** Requests first queue, in arrival
+//!   order, for one of `pool_size + max_overflow` turns (a tokio semaphore:
+//!   about 100 bytes per waiter; sqlx's own acquire future is 14.5 KB), and
+//!   only a request holding a turn calls sqlx. A request that waited
+//!   `DB_POOL_TIMEOUT` gets `pool_timeout`.
+//! * **Refusal is immediate.** sqlx treats "too many clients" (SQLSTATE
+//!   53300) as transient while connecting and retries it silently until the
+//!   acquire timeout (`sqlx-core` `pool/inner.rs`, `connect`), which would
+//!   turn PostgreSQL's refusal into a 30-second wait. So when the pool must
+//!   grow and the server may be full, the request first makes one connection
+//!   attempt of its own ([`Monitor::attempt`]) and is answered `db_refused`
+//!   at once if PostgreSQL refuses it; a request stuck inside sqlx anyway
+//!   (a slot taken in between) asks the probe after [`STUCK_AFTER`].
+//! * **Kept connections stay; overflow goes** (see [`super::overflow`]).
+//! * **How many requests are waiting**: sqlx exposes only size and idle.
 //!
 //! SQLAlchemy → sqlx: `pool_size` → `min_connections` (kept open),
 //! `pool_size + max_overflow` → `max_connections` (hard ceiling),
-//! `pool_timeout` → `acquire_timeout`, overflow idle time → `idle_timeout`
-//! (sqlx closes idle connections above `min_connections`), `pool_recycle` →
-//! `max_lifetime`. SQLAlchemy's `NullPool` has no sqlx equivalent.
+//! `pool_timeout` → the turn queue's deadline, `pool_recycle` →
+//! `max_lifetime`, `pool_pre_ping` → a ping of connections idle ≥ 1 s; sqlx's
+//! `idle_timeout` is off. SQLAlchemy's `NullPool` has no sqlx equivalent.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,7 +32,6 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -38,6 +39,7 @@ pub use super::lease::Lease;
 
 use super::errors::DbError;
 use super::login::off_the_workers;
+use super::overflow::{self, Occupancy, Turn};
 use super::server_info::{Monitor, ProbeOutcome};
 use super::APPLICATION_NAME;
 use crate::metrics::{Histogram, PoolSnapshot};
@@ -52,8 +54,12 @@ const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 /// Connections idle at least this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
-/// How often a waiting request checks that the database is reachable.
-const REACHABILITY_CHECK: Duration = Duration::from_secs(1);
+/// A request holding a turn normally leaves sqlx within one login (tens of
+/// milliseconds). One still inside after this long may be in sqlx's silent
+/// retry loop ("too many clients", or the server down): it asks the probe,
+/// and again every time the probe's answer expires. Long enough that a slow
+/// but admitted login under load is not mistaken for a refusal.
+pub const STUCK_AFTER: Duration = Duration::from_millis(500);
 
 /// The service's pool with live counters.
 #[derive(Clone)]
@@ -65,12 +71,8 @@ struct Inner {
     db: DatabaseConnection,
     settings: DatabaseSettings,
     monitor: Monitor,
-    /// One turn per connection the pool may hold: a request holds a turn from
-    /// calling sqlx's acquire until its lease is dropped, so at most
-    /// `pool_max` requests are ever inside sqlx.
-    turns: Arc<Semaphore>,
+    occupancy: Arc<Occupancy>,
     waiting: AtomicUsize,
-    in_use: Arc<AtomicUsize>,
     timeouts: AtomicU64,
     refusals: AtomicU64,
     wait_time: Histogram,
@@ -98,6 +100,13 @@ pub enum AcquireError {
     Db(DbError),
 }
 
+/// How waiting for a connection ended, before it is explained.
+enum Waited {
+    Got(Turn, PoolConnection<Postgres>),
+    DeadlinePassed,
+    Failed(DbError),
+}
+
 impl Pool {
     /// Builds the pool without connecting: the service starts even when the
     /// database is not up yet, and reports that per request instead.
@@ -106,7 +115,6 @@ impl Pool {
         opts.min_connections(settings.pool_size)
             .max_connections(settings.pool_max())
             .acquire_timeout(settings.pool_timeout)
-            .idle_timeout(settings.overflow_idle_timeout)
             .max_lifetime(settings.pool_recycle)
             .statement_timeout(settings.statement_timeout)
             .set_application_name(APPLICATION_NAME)
@@ -117,6 +125,9 @@ impl Pool {
             .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             // sqlx statement logging would echo parameters; our spans say enough.
             .sqlx_logging(false)
+            // sqlx's idle reaper would close the kept connections too; the
+            // overflow rule lives in `overflow` instead.
+            .map_sqlx_postgres_pool_opts(|o| o.idle_timeout(None))
             .map_sqlx_postgres_opts(|o| {
                 o.options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)])
             });
@@ -125,14 +136,20 @@ impl Pool {
         let db = Database::connect(opts)
             .await
             .map_err(|_| DbError::Other("the pool could not be built".into()))?;
+        let occupancy = Arc::new(Occupancy::new(
+            db.get_postgres_connection_pool().clone(),
+            settings.pool_size,
+            settings.pool_max(),
+            settings.overflow_idle_timeout.is_zero(),
+        ));
+        overflow::spawn_trimmer(Arc::downgrade(&occupancy), settings.overflow_idle_timeout);
         Ok(Pool {
             inner: Arc::new(Inner {
                 db,
                 monitor: Monitor::new(settings),
                 settings: settings.clone(),
-                turns: Arc::new(Semaphore::new(settings.pool_max() as usize)),
+                occupancy,
                 waiting: AtomicUsize::new(0),
-                in_use: Arc::new(AtomicUsize::new(0)),
                 timeouts: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
                 wait_time: Histogram::default(),
@@ -144,18 +161,26 @@ impl Pool {
         self.inner.db.get_postgres_connection_pool()
     }
 
+    /// No idle connection and room to grow: an acquire now opens one.
+    fn must_open(&self) -> bool {
+        self.inner.occupancy.idle() == 0 && self.sqlx().size() < self.inner.settings.pool_max()
+    }
+
     /// Every acquire from sqlx goes through here (requests holding a turn,
-    /// the warm-up, `/readyz`): when the pool has to grow, the acquire
-    /// includes a login, which then runs off the runtime's workers (see
-    /// [`super::login`]). Owned and `'static`, so it can be spawned.
+    /// the warm-up): when it may include a login, it runs off the runtime's
+    /// workers (see [`super::login`]).
+    /// Owned and `'static`, so it can be spawned.
     fn sqlx_acquire(
         &self,
     ) -> impl std::future::Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + 'static
     {
         let pool = self.sqlx().clone();
-        let must_open = pool.num_idle() == 0 && pool.size() < self.inner.settings.pool_max();
+        let occupancy = self.inner.occupancy.clone();
+        occupancy.acquiring.fetch_add(1, Ordering::Relaxed);
+        let may_log_in = occupancy.may_log_in();
         async move {
-            if !must_open {
+            let _inside = Inside(occupancy);
+            if !may_log_in {
                 return pool.acquire().await;
             }
             off_the_workers(async move { pool.acquire().await })
@@ -174,13 +199,11 @@ impl Pool {
     }
 
     pub fn live(&self) -> LiveCounts {
-        let pool = self.sqlx();
-        let open = pool.size();
-        let idle = pool.num_idle() as u32;
+        let open = self.sqlx().size();
         LiveCounts {
             open,
-            idle: idle.min(open),
-            in_use: self.inner.in_use.load(Ordering::Relaxed) as u32,
+            idle: self.inner.occupancy.idle(),
+            in_use: self.inner.occupancy.in_use.load(Ordering::Relaxed) as u32,
             waiting: self.inner.waiting.load(Ordering::Relaxed) as u32,
         }
     }
@@ -204,7 +227,7 @@ impl Pool {
         &self.inner.wait_time
     }
 
-    /// Waits for a connection, counting the wait, and explains a timeout.
+    /// Waits for a connection, counting the wait, and explains a failure.
     /// The span `pool.acquire` lasts exactly as long as the wait.
     pub async fn acquire(&self) -> Result<Lease, AcquireError> {
         let span = tracing::info_span!(
@@ -234,64 +257,91 @@ impl Pool {
         let started = Instant::now();
         // With no connection open (database down at start, or every connection
         // lost in a restart), sqlx would retry "connection refused" silently
-        // until DB_POOL_TIMEOUT. Ask the probe first (at most once a second)
-        // and answer at once while the database is unreachable.
-        if self.sqlx().size() == 0 {
-            if let ProbeOutcome::Failed(e) = self.probe().await {
-                self.inner.wait_time.record(started.elapsed());
-                return Err(AcquireError::Db(e));
+        // until DB_POOL_TIMEOUT. Ask the probe first and answer at once while
+        // the database is unreachable.
+        let waited = if self.sqlx().size() == 0 {
+            match self.probe().await {
+                ProbeOutcome::Failed(e) => Waited::Failed(e),
+                _ => self.wait_counted(started).await,
             }
-        }
-        let result = {
-            let _waiting = Counted::enter(&self.inner.waiting);
-            tracing::Span::current()
-                .record("pool.waiting", self.inner.waiting.load(Ordering::Relaxed));
-            self.wait_for_connection(started + self.inner.settings.pool_timeout)
-                .await
+        } else {
+            self.wait_counted(started).await
         };
-        let waited = started.elapsed();
-        self.inner.wait_time.record(waited);
-        match result {
-            Ok(Ok((turn, conn))) => Ok(Lease::new(conn, turn, waited, self.inner.in_use.clone())),
-            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(Box::pin(self.explain_timeout(waited)).await),
-            Ok(Err(e)) => Err(AcquireError::Db(DbError::from_sqlx(&e))),
-            Err(unreachable) => Err(AcquireError::Db(unreachable)),
+        let wait = started.elapsed();
+        self.inner.wait_time.record(wait);
+        match waited {
+            Waited::Got(turn, conn) => Ok(Lease::new(conn, turn, wait)),
+            Waited::DeadlinePassed => Err(Box::pin(self.explain_timeout(wait)).await),
+            Waited::Failed(DbError::Refused) => {
+                self.inner.refusals.fetch_add(1, Ordering::Relaxed);
+                Err(AcquireError::Db(DbError::Refused))
+            }
+            Waited::Failed(e) => Err(AcquireError::Db(e)),
         }
     }
 
-    /// A turn, then sqlx's acquire, both before `deadline`; a waiter that may
-    /// be stuck retrying a connection (pool below its maximum) checks every
-    /// second whether the database is reachable at all, and gives up at once
-    /// when it is not. Refusals ("too many clients") are left to the pool
-    /// timeout, as sqlx reports them.
-    async fn wait_for_connection(
-        &self,
-        deadline: Instant,
-    ) -> Result<Result<(OwnedSemaphorePermit, PoolConnection<Postgres>), sqlx::Error>, DbError>
-    {
-        let turn_then_connection = async {
-            let turn = (self.inner.turns.clone().acquire_owned().await)
-                .map_err(|_closed| sqlx::Error::PoolClosed)?;
-            // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
-            let conn = Box::pin(self.sqlx_acquire()).await?;
-            Ok((turn, conn))
+    async fn wait_counted(&self, started: Instant) -> Waited {
+        let _waiting = Counted::enter(&self.inner.waiting);
+        tracing::Span::current().record("pool.waiting", self.inner.waiting.load(Ordering::Relaxed));
+        self.wait_for_connection(started + self.inner.settings.pool_timeout)
+            .await
+    }
+
+    /// A turn, then a connection, both before `deadline`.
+    async fn wait_for_connection(&self, deadline: Instant) -> Waited {
+        let turn = self.inner.occupancy.take_turn();
+        let turn = match tokio::time::timeout_at(deadline.into(), turn).await {
+            Err(_elapsed) => return Waited::DeadlinePassed,
+            Ok(None) => {
+                return Waited::Failed(DbError::Unavailable(
+                    "the pool is closed (shutting down)".into(),
+                ))
+            }
+            Ok(Some(turn)) => turn,
         };
-        let acquire = async {
-            tokio::time::timeout_at(deadline.into(), turn_then_connection)
-                .await
-                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-        };
-        tokio::pin!(acquire);
-        loop {
-            let may_be_connecting = self.sqlx().size() < self.inner.settings.pool_max();
-            tokio::select! {
-                result = &mut acquire => return Ok(result),
-                _ = tokio::time::sleep(REACHABILITY_CHECK), if may_be_connecting => {
-                    if let ProbeOutcome::Failed(e) = self.probe().await {
-                        return Err(e);
+        // The pool must grow and the server may not have room: ask
+        // PostgreSQL with an attempt of our own, since sqlx would hide a
+        // refusal behind its retries.
+        if self.must_open() && self.may_be_refused() {
+            match Box::pin(self.inner.monitor.attempt()).await {
+                ProbeOutcome::Accepted => {}
+                ProbeOutcome::Refused => return Waited::Failed(DbError::Refused),
+                ProbeOutcome::Failed(e) => return Waited::Failed(e),
+            }
+        }
+        // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
+        let acquire = Box::pin(tokio::time::timeout_at(
+            deadline.into(),
+            self.sqlx_acquire(),
+        ));
+        let stuck = async {
+            tokio::time::sleep(STUCK_AFTER).await;
+            loop {
+                match self.probe().await {
+                    ProbeOutcome::Accepted => {
+                        tokio::time::sleep(super::server_info::PROBE_TTL).await
                     }
+                    ProbeOutcome::Refused => return DbError::Refused,
+                    ProbeOutcome::Failed(e) => return e,
                 }
             }
+        };
+        tokio::select! {
+            result = acquire => match result {
+                Ok(Ok(conn)) => Waited::Got(turn, conn),
+                Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
+                Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
+            },
+            e = stuck => Waited::Failed(e),
+        }
+    }
+
+    /// Whether opening one more connection may be refused: the pool may grow
+    /// past what PostgreSQL granted at the last sample, or nobody knows.
+    fn may_be_refused(&self) -> bool {
+        match self.inner.monitor.last_sample() {
+            Some(limits) => self.inner.settings.pool_max() > limits.grantable_to_pool(),
+            None => true,
         }
     }
 
@@ -326,7 +376,7 @@ impl Pool {
 
     /// Opens the `DB_POOL_SIZE` connections SQLAlchemy's `pool_size` promises
     /// to keep. sqlx opens `min_connections` lazily (its maintenance task first
-    /// runs after `idle_timeout`), which would make the first wave late by a
+    /// runs after `max_lifetime`), which would make the first wave late by a
     /// connection set-up each.
     pub async fn warm_up(&self) {
         let wanted = self.inner.settings.pool_size as usize;
@@ -336,27 +386,20 @@ impl Pool {
         tracing::debug!(opened, wanted, "pool warmed up");
     }
 
-    /// Answers within `limit` when a pooled connection responds to a ping.
-    ///
-    /// The attempt runs in its own task: when it is slower than `limit` (a
-    /// new connection's authentication on a loaded machine, say), the answer
-    /// is "not ready", but the connection it was opening still joins the pool
-    /// instead of being abandoned half-way — so a later check can succeed.
-    pub async fn ping(&self, limit: Duration) -> bool {
-        use sqlx::Connection;
-        let acquire = self.sqlx_acquire();
-        let attempt = tokio::spawn(async move {
-            let mut conn = acquire.await.ok()?;
-            conn.ping().await.ok()
-        });
-        matches!(tokio::time::timeout(limit, attempt).await, Ok(Ok(Some(()))))
-    }
-
     /// Closes every connection, waiting for leased ones to come back.
     pub async fn close(&self) {
-        self.inner.turns.close();
+        self.inner.occupancy.turns.close();
         self.sqlx().close().await;
         self.inner.monitor.close().await;
+    }
+}
+
+/// Counts a request inside sqlx's acquire until the acquire ends or is dropped.
+struct Inside(Arc<Occupancy>);
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        self.0.acquiring.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

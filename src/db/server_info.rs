@@ -3,10 +3,12 @@
 //! service's own that lives outside the pool (`application_name =
 //! poolscope-monitor`), so it answers even when the pool is exhausted.
 //!
-//! The same connection settings make the rate-limited refusal probe: when the
-//! pool times out below its maximum, one direct connection attempt tells
-//! "too many clients" (SQLSTATE 53300) from a busy pool or a database that is
-//! down. The probe runs at most once a second; callers in between share its answer.
+//! The same connection settings make the refusal probe: one direct connection
+//! attempt tells "too many clients" (SQLSTATE 53300, in either of its
+//! wordings) from a busy pool or a database that is down — which sqlx's pool
+//! hides behind silent retries. [`Monitor::attempt`] is one such attempt;
+//! [`Monitor::probe`] shares one attempt's answer among callers for
+//! [`PROBE_TTL`].
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ use super::{APPLICATION_NAME, MONITOR_APPLICATION_NAME};
 use crate::settings::DatabaseSettings;
 
 /// How long a probe's answer is reused.
-const PROBE_TTL: Duration = Duration::from_secs(1);
+pub const PROBE_TTL: Duration = Duration::from_millis(250);
 /// Upper bound for one sample of the server's limits.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -147,8 +149,21 @@ impl Monitor {
         *self.last_sample.lock().expect("not poisoned")
     }
 
-    /// One direct connection attempt (at most once a second): can a new
-    /// connection be made right now, and if not, why?
+    /// One direct connection attempt, closed at once: can a new connection
+    /// be made right now, and if not, why?
+    pub async fn attempt(&self) -> ProbeOutcome {
+        match self.connect().await {
+            Ok(conn) => {
+                let _ = conn.close().await;
+                ProbeOutcome::Accepted
+            }
+            Err(DbError::Refused) => ProbeOutcome::Refused,
+            Err(e) => ProbeOutcome::Failed(e),
+        }
+    }
+
+    /// [`Self::attempt`], made at most once per [`PROBE_TTL`]; callers in
+    /// between share its answer.
     pub async fn probe(&self) -> ProbeOutcome {
         let mut last = self.last_probe.lock().await;
         if let Some((at, outcome)) = last.as_ref() {
@@ -156,16 +171,30 @@ impl Monitor {
                 return outcome.clone();
             }
         }
-        let outcome = match self.connect().await {
-            Ok(conn) => {
-                let _ = conn.close().await;
-                ProbeOutcome::Accepted
-            }
-            Err(DbError::Refused) => ProbeOutcome::Refused,
-            Err(e) => ProbeOutcome::Failed(e),
-        };
+        let outcome = self.attempt().await;
         *last = Some((Instant::now(), outcome.clone()));
         outcome
+    }
+
+    /// Whether PostgreSQL answers a query on the monitor connection (outside
+    /// the pool, so a busy pool does not make the service look unready)
+    /// within `limit`.
+    pub async fn answers(&self, limit: Duration) -> bool {
+        let check = async {
+            let mut slot = self.conn.lock().await;
+            let conn = match slot.as_mut() {
+                Some(conn) => conn,
+                None => slot.insert(self.connect().await.ok()?),
+            };
+            match conn.ping().await {
+                Ok(()) => Some(()),
+                Err(_) => {
+                    *slot = None;
+                    None
+                }
+            }
+        };
+        matches!(tokio::time::timeout(limit, check).await, Ok(Some(())))
     }
 
     pub async fn close(&self) {

@@ -36,7 +36,7 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("DB_POOL_SIZE", Some("10")),
     ("DB_MAX_OVERFLOW", Some("10")),
     ("DB_POOL_TIMEOUT", Some("30")),
-    ("DB_OVERFLOW_IDLE_TIMEOUT", Some("10")),
+    ("DB_OVERFLOW_IDLE_TIMEOUT", Some("0")),
     ("DB_POOL_RECYCLE", Some("1800")),
     ("DB_CONNECT_TIMEOUT", Some("5")),
     ("DB_STATEMENT_TIMEOUT", None),

@@ -28,7 +28,11 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
     let pool_size = v.whole("DB_POOL_SIZE", 0, MAX_POOL_PART);
     let max_overflow = v.whole("DB_MAX_OVERFLOW", 0, MAX_POOL_PART);
     let pool_timeout = v.seconds("DB_POOL_TIMEOUT", MIN_TIMEOUT);
-    let overflow_idle_timeout = v.seconds("DB_OVERFLOW_IDLE_TIMEOUT", MIN_TIMEOUT);
+    // 0 has a meaning of its own (close at once, as SQLAlchemy does).
+    let overflow_idle_timeout = match v.raw("DB_OVERFLOW_IDLE_TIMEOUT").trim() {
+        "0" => Some(Duration::ZERO),
+        _ => v.seconds("DB_OVERFLOW_IDLE_TIMEOUT", MIN_TIMEOUT),
+    };
     let pool_recycle = v.seconds("DB_POOL_RECYCLE", MIN_TIMEOUT);
     let connect_timeout = v.seconds("DB_CONNECT_TIMEOUT", MIN_TIMEOUT);
     let sleep_max = v.seconds("SLEEP_MAX", 0.0);

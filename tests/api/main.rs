@@ -9,5 +9,6 @@ mod errors;
 mod lifecycle;
 mod observability;
 mod parsers;
+mod pool_semantics;
 mod reliability;
 mod settings;
