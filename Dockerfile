@@ -45,7 +45,7 @@ ENV APP_HOST=0.0.0.0 APP_PORT=8080
 EXPOSE 8080
 # The service drains in-flight requests for SHUTDOWN_GRACE seconds on SIGTERM.
 STOPSIGNAL SIGTERM
-# Slim images have no curl: the binary checks itself (GET /healthz on APP_PORT).
+# Slim images have no curl: the binary checks itself (GET /readyz on APP_PORT: migrated, PostgreSQL answers).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
   CMD ["poolscope", "healthcheck"]
 ENTRYPOINT ["poolscope"]

@@ -33,7 +33,7 @@ pub enum Command {
     Client(crate::client::args::ClientArgs),
     /// Exit 0 when GET URL answers 200 within 2 s (for container health checks).
     Healthcheck {
-        /// URL to check; default http://127.0.0.1:$APP_PORT/healthz.
+        /// URL to check; default http://127.0.0.1:$APP_PORT/readyz (migrated and PostgreSQL answers).
         #[arg(long)]
         url: Option<String>,
     },

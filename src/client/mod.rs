@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod burst;
+pub mod expect;
 pub mod http;
 pub mod limits;
 pub mod render;
@@ -65,14 +66,16 @@ fn usage(why: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// `poolscope healthcheck`: 0 when the URL answers 200 within 2 s.
+/// `poolscope healthcheck`: 0 when the URL (default: the service's
+/// `/readyz`, so compose's `run client` waits for the migration) answers 200
+/// within 2 s.
 pub async fn healthcheck(url: Option<String>) -> ExitCode {
     let url = url.unwrap_or_else(|| {
         let port = std::env::var("APP_PORT")
             .ok()
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "8080".into());
-        format!("http://127.0.0.1:{port}/healthz")
+        format!("http://127.0.0.1:{port}/readyz")
     });
     let Ok(target) = Target::parse(&url) else {
         eprintln!("healthcheck: not an http:// URL: {url}");

@@ -1,5 +1,6 @@
 //! The routes that describe the service rather than exercise it:
-//! `/healthz` (the process runs), `/readyz` (a pooled connection answers) and
+//! `/healthz` (the process runs), `/readyz` (migrated, and PostgreSQL answers
+//! outside the pool: a busy pool is ready) and
 //! `/pool` (configured pool, live pool, PostgreSQL's limits and the
 //! concurrency the demo should reach).
 
@@ -24,12 +25,12 @@ pub fn healthz() -> Json<Value> {
 pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
     let (status, why) = if !state.is_migrated() {
         (StatusCode::SERVICE_UNAVAILABLE, "schema not migrated yet")
-    } else if state.pool.ping(READY_TIMEOUT).await {
-        (StatusCode::OK, "a pooled connection answered")
+    } else if state.pool.monitor().answers(READY_TIMEOUT).await {
+        (StatusCode::OK, "migrated; PostgreSQL answered")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no pooled connection answered within 1s",
+            "PostgreSQL did not answer within 1s",
         )
     };
     let ready = status == StatusCode::OK;
