@@ -75,6 +75,10 @@ async fn serve(settings: Settings) -> ExitCode {
 
 async fn migrate(settings: Settings) -> ExitCode {
     let _telemetry = telemetry::init(&settings.telemetry);
+    if let Err(e) = poolscope::db::check::database_is_usable(&settings.database).await {
+        eprintln!("poolscope: migration failed: {e}");
+        return ExitCode::FAILURE;
+    }
     match poolscope::db::migrate_once(&settings.database).await {
         Ok(()) => {
             tracing::info!("migration complete");

@@ -1,5 +1,5 @@
-//! Building and running the service: bind the listener (port 0 in tests),
-//! build the pool lazily, migrate in the background until the database
+//! Building and running the service: check the database, bind the listener
+//! (port 0 in tests), build the pool lazily, migrate in the background until the database
 //! answers, report the pool arithmetic, serve, and drain on shutdown.
 
 use std::future::Future;
@@ -36,10 +36,17 @@ pub enum StartupError {
     },
     #[error("{0}")]
     Pool(crate::db::errors::DbError),
+    #[error("{0}")]
+    Database(String),
 }
 
 impl Application {
+    /// Checks that PostgreSQL is reachable, takes the login and is new
+    /// enough (within `DB_CONNECT_TIMEOUT`), builds the pool and binds.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        crate::db::check::database_is_usable(&settings.database)
+            .await
+            .map_err(StartupError::Database)?;
         let pool = Pool::connect_lazy(&settings.database)
             .await
             .map_err(StartupError::Pool)?;
@@ -121,10 +128,12 @@ async fn prepare_database(state: Arc<AppState>) {
             }
         }
     }
-    state.pool.warm_up().await;
-    state.set_migrated();
     tracing::info!("schema migrated");
+    state.pool.warm_up().await;
+    // Reported before the service calls itself ready, so that the pool
+    // arithmetic is in the log when the first client starts.
     crate::report::log_startup_report(&state).await;
+    state.set_migrated();
     // Keep PostgreSQL's side of /metrics fresh (the monitor's last sample).
     loop {
         tokio::time::sleep(SERVER_SAMPLE_INTERVAL).await;

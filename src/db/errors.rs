@@ -32,16 +32,15 @@ impl DbError {
                 let code = code.as_deref().unwrap_or("");
                 match code {
                     TOO_MANY_CONNECTIONS => DbError::Refused,
-                    QUERY_CANCELED if db.message().contains("statement timeout") => {
-                        DbError::StatementTimeout
-                    }
+                    // The service cancels nothing itself, so a cancelled
+                    // statement is the statement_timeout, in any server language.
+                    QUERY_CANCELED => DbError::StatementTimeout,
                     // 08: connection exception, 57P0x: admin shutdown / crash /
                     // cannot connect now, 3D000/28xxx: wrong database or login.
                     c if c.starts_with("08")
                         || c.starts_with("57P")
                         || c.starts_with("28")
-                        || c == "3D000"
-                        || c == QUERY_CANCELED =>
+                        || c == "3D000" =>
                     {
                         DbError::Unavailable(format!("{} (SQLSTATE {c})", db.message()))
                     }

@@ -134,8 +134,8 @@ async fn no_log_line_holds_the_password_even_at_trace() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        logs.lines().count() > 20,
-        "expected plenty of trace output:\n{logs}"
+        logs.contains("\"level\":\"DEBUG\""),
+        "expected debug and trace output:\n{logs}"
     );
     assert!(logs.contains("pool configured"), "{logs}");
     assert!(
@@ -144,43 +144,81 @@ async fn no_log_line_holds_the_password_even_at_trace() {
     );
 }
 
-/// The service starts without its database: not ready, 503 db_unavailable at
-/// once (not after DB_POOL_TIMEOUT), and serving soon after the database is up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn starts_without_the_database_and_serves_once_it_is_up() {
-    let port = free_port();
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{port}/poolscope",
+/// `serve` and `migrate` against a database they cannot use say where and
+/// why within DB_CONNECT_TIMEOUT, exit 1, and never print the password.
+#[tokio::test]
+async fn serve_and_migrate_say_why_the_database_cannot_be_used() {
+    let cluster = Cluster::shared();
+    let nobody_listens = format!(
+        "postgres://{}:{}@127.0.0.1:{}/poolscope",
         crate::helpers::SERVICE_ROLE,
-        crate::helpers::SERVICE_PASSWORD
+        crate::helpers::SERVICE_PASSWORD,
+        free_port()
     );
-    let app = TestApp::spawn_with_url(&url, &[]).await; // DB_POOL_TIMEOUT = 30
-
-    assert_eq!(app.get("/healthz").await.status, 200);
-    assert_eq!(app.get("/readyz").await.status, 503);
-    let started = Instant::now();
-    let answer = app.get("/test/postgres/?seconds=0").await;
-    let took = started.elapsed();
-    assert_eq!(answer.status, 503);
-    assert_eq!(crate::helpers::json(&answer)["error"], "db_unavailable");
-    assert!(took < Duration::from_secs(2), "{took:?}");
-    eprintln!("measured: db down → 503 db_unavailable in {took:?}");
-
-    let cluster = tokio::task::spawn_blocking(move || {
-        let c = Cluster::start_on(port, &[]);
-        c.create_database_named("poolscope");
-        c
-    })
-    .await
-    .unwrap();
-    let took = wait_for_status(
-        &app.url("/test/postgres/?seconds=0"),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    eprintln!("measured: serving {took:?} after the database accepted connections");
-    drop(cluster);
+    let wrong_password = format!(
+        "postgres://{}:not-the-password@{}:{}/postgres",
+        crate::helpers::SERVICE_ROLE,
+        cluster.host,
+        cluster.port
+    );
+    let no_such_database = format!(
+        "postgres://{}:{}@{}:{}/no_such_db",
+        crate::helpers::SERVICE_ROLE,
+        crate::helpers::SERVICE_PASSWORD,
+        cluster.host,
+        cluster.port
+    );
+    let cases = [
+        (&nobody_listens, "connection refused"),
+        (
+            &wrong_password,
+            &*format!(
+                "password authentication failed for user \"{}\"",
+                crate::helpers::SERVICE_ROLE
+            ),
+        ),
+        (&no_such_database, "database \"no_such_db\" does not exist"),
+    ];
+    for (url, cause) in cases {
+        for command in ["migrate", "serve"] {
+            let started = Instant::now();
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_poolscope"))
+                .arg(command)
+                .current_dir(std::env::temp_dir())
+                .env_clear()
+                .env("DATABASE_URL", url)
+                .env("DB_CONNECT_TIMEOUT", "2")
+                .env("APP_HOST", "127.0.0.1")
+                .env("APP_PORT", free_port().to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            while child.try_wait().unwrap().is_none() {
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    panic!("{command} against {cause}: still running after 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let out = child.wait_with_output().unwrap();
+            let took = started.elapsed();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let all = format!("{stderr}{}", String::from_utf8_lossy(&out.stdout));
+            assert_eq!(out.status.code(), Some(1), "{command}: {all}");
+            assert!(stderr.contains(cause), "{command}: {stderr}");
+            let place = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+            assert!(stderr.contains(place), "{command} names {place}: {stderr}");
+            for secret in [crate::helpers::SERVICE_PASSWORD, "not-the-password"] {
+                assert!(!all.contains(secret), "{command} printed a password: {all}");
+            }
+            assert!(took < Duration::from_secs(5), "{command}: {took:?}");
+            eprintln!(
+                "measured: {command} → exit 1 in {took:?}: {}",
+                stderr.trim()
+            );
+        }
+    }
 }
 
 /// A database restart under load: in-flight requests get a 503 quickly,
@@ -308,10 +346,10 @@ async fn beyond_max_in_flight_is_an_immediate_503() {
     assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
 }
 
-/// A password with URL-special characters works percent-encoded; a wrong one
-/// is a clear 503 naming the cause, not a hang.
+/// A password with URL-special characters works percent-encoded, and raw
+/// from a file.
 #[tokio::test]
-async fn special_and_wrong_passwords() {
+async fn special_passwords_work_encoded_and_from_a_file() {
     let cluster = Cluster::shared();
     let role = format!("special_{}", crate::helpers::unique_suffix());
     let password = "p@ss#w%rd:/x";
@@ -341,27 +379,6 @@ async fn special_and_wrong_passwords() {
     .await;
     app.wait_ready(Duration::from_secs(30)).await;
     assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
-
-    let bad = format!(
-        "postgres://{role}:wrong@{}:{}/{db}",
-        cluster.host, cluster.port
-    );
-    let app = TestApp::spawn_with_url(&bad, &[]).await;
-    let started = Instant::now();
-    let answer = app.get("/test/postgres/?seconds=0").await;
-    let body = crate::helpers::json(&answer);
-    assert_eq!(answer.status, 503, "{body}");
-    assert_eq!(body["error"], "db_unavailable");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("password authentication failed"),
-        "{body}"
-    );
-    assert!(!body.to_string().contains("wrong"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(app.get("/readyz").await.status, 503);
 }
 
 /// Wrong methods are a JSON 405.
@@ -389,6 +406,19 @@ async fn the_pool_grows_under_load_without_stalling_requests() {
     app.wait_ready(Duration::from_secs(10)).await;
     let url = app.url("/test/postgres/?seconds=0");
     let busy_for = Duration::from_secs(3);
+    let peak = {
+        let pool_url = app.url("/pool");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut peak = 0;
+            while started.elapsed() < busy_for {
+                let pool = crate::helpers::json(&crate::helpers::get_url(&pool_url).await);
+                peak = peak.max(pool["live"]["open"].as_u64().unwrap());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
     let workers: Vec<_> = (0..40)
         .map(|_| {
             let url = url.clone();
@@ -413,8 +443,7 @@ async fn the_pool_grows_under_load_without_stalling_requests() {
     for w in workers {
         waits.extend(w.await.unwrap());
     }
-    let pool = crate::helpers::json(&app.get("/pool").await);
-    assert_eq!(pool["live"]["open"], 10, "the pool did not grow: {pool}");
+    assert_eq!(peak.await.unwrap(), 10, "the pool did not grow to its max");
     let longest = waits.iter().copied().fold(0.0, f64::max);
     eprintln!(
         "measured: {} requests while the pool grew 2 → 10; longest pool wait {longest:.0} ms",
@@ -424,4 +453,18 @@ async fn the_pool_grows_under_load_without_stalling_requests() {
         longest < 1000.0,
         "a request waited {longest:.0} ms for a connection"
     );
+    // Once the load is gone the overflow is closed again (QueuePool); a
+    // close takes a round trip, so allow a moment.
+    let closing = Instant::now();
+    loop {
+        let pool = crate::helpers::json(&app.get("/pool").await);
+        if pool["live"]["open"] == 2 {
+            break;
+        }
+        assert!(
+            closing.elapsed() < Duration::from_secs(1),
+            "the overflow stayed: {pool}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
