@@ -5,8 +5,9 @@ use std::io::{IsTerminal, Write};
 
 use super::args::ClientArgs;
 use super::burst::{Outcome, Run};
+use super::expect::trim;
 use super::http::Target;
-use super::summary::Report;
+use super::summary::{Expectation, Report};
 
 /// Runs at least this large get a progress line on a terminal.
 const PROGRESS_FROM: usize = 100;
@@ -142,17 +143,12 @@ pub fn summary_text(r: &Report) -> String {
                 (Some(m), Some(res)) => format!("max_connections {m} ({res} reserved)"),
                 _ => "max_connections unknown".into(),
             };
-            let sleep = r.sleep_seconds.unwrap_or(0.0);
             line(format!(
-                "  expected: pool {}+{}, {server} → {} at once → ⌈{}/{}⌉ = {} waves × {} s ≈ {} s",
+                "  expected: pool {}+{}, {server} → {} at once → {}",
                 e.pool_size,
                 e.max_overflow,
                 e.concurrency,
-                r.requests,
-                e.concurrency,
-                e.waves,
-                trim(sleep),
-                trim(e.seconds)
+                predicted_outcome(r, e)
             ));
             line(format!("  verdict:  {}", e.verdict));
         }
@@ -161,8 +157,37 @@ pub fn summary_text(r: &Report) -> String {
     out
 }
 
-/// 5.0 → "5", 0.5 → "0.5".
-fn trim(x: f64) -> String {
-    let s = format!("{x:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+/// `2 waves of 5 s ≈ 10 s; 24 × db_refused at once` and the like.
+fn predicted_outcome(r: &Report, e: &Expectation) -> String {
+    let p = &e.prediction;
+    let sleep = trim(r.sleep_seconds.unwrap_or(0.0));
+    let mut parts = vec![match p.waves.len() {
+        0 => "nothing served".to_owned(),
+        1 => format!("1 wave of {} at {sleep} s", p.waves[0].size),
+        n => format!("{n} waves of {sleep} s ≈ {} s", trim(e.seconds)),
+    }];
+    if p.refused > 0 {
+        parts.push(format!(
+            "{} × db_refused at once (PostgreSQL grants {} < pool max {})",
+            p.refused, p.concurrency, e.pool_max
+        ));
+    }
+    if p.timeouts_max > 0 {
+        let count = if p.timeouts_min == p.timeouts_max {
+            p.timeouts_min.to_string()
+        } else {
+            format!("{}–{}", p.timeouts_min, p.timeouts_max)
+        };
+        parts.push(format!(
+            "{count} × pool_timeout at {} s (DB_POOL_TIMEOUT)",
+            trim(e.pool_timeout_s)
+        ));
+    }
+    if let Some(k) = p.waves.iter().position(|w| w.may_time_out) {
+        parts.push(format!(
+            "wave {} gets its connections right at the timeout and may time out",
+            k + 1
+        ));
+    }
+    parts.join("; ")
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::burst::{Outcome, Run};
+use super::expect::{compare, predict, Budget, Observed, Prediction};
 use super::http::{self, Target};
 
 /// What the server's `GET /pool` said before the burst.
@@ -68,6 +69,7 @@ pub struct Wave {
     pub median_pool_wait_ms: Option<f64>,
 }
 
+/// What the server's `/pool` predicts for this run, and the verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct Expectation {
     pub pool_size: u64,
@@ -75,10 +77,16 @@ pub struct Expectation {
     pub pool_max: u64,
     pub max_connections: Option<u64>,
     pub reserved: Option<u64>,
+    pub pool_timeout_s: f64,
     /// Requests the server can run at once: min(pool max, slots PostgreSQL grants).
     pub concurrency: u64,
+    /// Number of predicted waves of served answers.
     pub waves: u64,
+    /// When the last answer is due.
     pub seconds: f64,
+    #[serde(flatten)]
+    pub prediction: Prediction,
+    /// `matches`, or `differs: ` and the first difference.
     pub verdict: String,
     pub matches: bool,
 }
@@ -139,7 +147,8 @@ impl Report {
             waves,
             expectation: None,
         };
-        report.expectation = server.map(|s| expect(&report, s, sleep.unwrap_or(s.sleep_seconds)));
+        report.expectation =
+            server.map(|s| expect(&report, &run.outcomes, s, sleep.unwrap_or(s.sleep_seconds)));
         report
     }
 }
@@ -151,19 +160,28 @@ pub fn wave_gap(sleep: Option<f64>) -> f64 {
     }
 }
 
+/// Splits items sorted by time where the gap to the previous one exceeds `gap`.
+fn split_at_gaps(mut items: Vec<&Outcome>, gap: f64) -> Vec<Vec<&Outcome>> {
+    items.sort_by(|a, b| a.at.total_cmp(&b.at));
+    let mut groups: Vec<Vec<&Outcome>> = Vec::new();
+    for o in items {
+        match groups.last_mut() {
+            Some(g) if o.at - g.last().expect("non-empty").at <= gap => g.push(o),
+            _ => groups.push(vec![o]),
+        }
+    }
+    groups
+}
+
+fn is_ok(o: &Outcome) -> bool {
+    matches!(&o.result, Ok(r) if r.status == 200)
+}
+
 /// Groups answered requests (any HTTP status) by completion time; transport
 /// failures are not answers and stay out of the waves.
 pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
-    let mut answered: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_ok()).collect();
-    answered.sort_by(|a, b| a.at.total_cmp(&b.at));
-    let mut waves: Vec<Vec<&Outcome>> = Vec::new();
-    for o in answered {
-        match waves.last_mut() {
-            Some(w) if o.at - w.last().expect("non-empty").at <= gap => w.push(o),
-            _ => waves.push(vec![o]),
-        }
-    }
-    waves
+    let answered = outcomes.iter().filter(|o| o.result.is_ok()).collect();
+    split_at_gaps(answered, gap)
         .into_iter()
         .map(|w| {
             let mut waits: Vec<f64> = w
@@ -172,16 +190,43 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
                 .collect();
             Wave {
                 size: w.len(),
-                ok: w
-                    .iter()
-                    .filter(|o| matches!(&o.result, Ok(r) if r.status == 200))
-                    .count(),
+                ok: w.iter().filter(|o| is_ok(o)).count(),
                 first_s: w[0].at,
                 last_s: w[w.len() - 1].at,
                 median_pool_wait_ms: median(&mut waits),
             }
         })
         .collect()
+}
+
+/// The run as the verdict sees it: served waves (200s only), refusals and
+/// timeouts with their times, anything else by kind.
+fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
+    let served = split_at_gaps(outcomes.iter().filter(|o| is_ok(o)).collect(), gap);
+    let times = |kind: &str| -> Vec<f64> {
+        outcomes
+            .iter()
+            .filter(|o| matches!(&o.result, Ok(r) if r.error_kind.as_deref() == Some(kind)))
+            .map(|o| o.at)
+            .collect()
+    };
+    Observed {
+        served_waves: served
+            .iter()
+            .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
+            .collect(),
+        refused_at: times("db_refused"),
+        timeouts_at: times("pool_timeout"),
+        other: report
+            .errors
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "db_refused" | "pool_timeout"))
+            .map(|(k, v)| (k.clone(), *v as u64))
+            .collect(),
+        interrupted: report
+            .interrupted
+            .then_some((report.answered as u64, report.requests as u64)),
+    }
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -208,72 +253,39 @@ fn latency(outcomes: &[Outcome]) -> Option<Latency> {
     })
 }
 
-/// The arithmetic: C = min(pool max, grantable slots) at once, so
-/// ⌈N/C⌉ waves of `sleep` seconds; then whether the run bore it out.
-fn expect(report: &Report, s: &ServerPool, sleep: f64) -> Expectation {
-    let concurrency = s.concurrency.unwrap_or(s.pool_max).max(1);
-    let n = report.requests as u64;
-    let waves = n.div_ceil(concurrency);
-    let count = |kind: &str| report.errors.get(kind).copied().unwrap_or(0);
-    let ok = report.statuses.get("200").copied().unwrap_or(0);
-
-    let mut why = Vec::new();
-    if report.interrupted {
-        why.push(format!(
-            "interrupted after {} of {} answers",
-            report.answered, n
-        ));
-    }
-    if count("db_refused") > 0 {
-        why.push(format!(
-            "{} × db_refused: PostgreSQL refused connections — the pool (max {}) asks for more than max_connections {} grants",
-            count("db_refused"),
-            s.pool_max,
-            s.max_connections.map_or("?".into(), |m| m.to_string())
-        ));
-    }
-    if count("pool_timeout") > 0 {
-        why.push(format!(
-            "{} × pool_timeout: requests waited longer than DB_POOL_TIMEOUT ({}s); waves after {}s cannot be served",
-            count("pool_timeout"),
-            s.pool_timeout_s,
-            s.pool_timeout_s
-        ));
-    }
-    let other_errors = report.answered as u64
-        - ok as u64
-        - count("db_refused") as u64
-        - count("pool_timeout") as u64;
-    if other_errors > 0 {
-        let kinds: Vec<String> = report
-            .errors
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "db_refused" | "pool_timeout"))
-            .map(|(k, v)| format!("{v} × {k}"))
-            .collect();
-        why.push(format!("other errors: {}", kinds.join(", ")));
-    }
-    if why.is_empty() && sleep > 0.0 && report.waves.len() as u64 != waves {
-        why.push(format!(
-            "observed {} waves, expected {waves}",
-            report.waves.len()
-        ));
-    }
-    let matches = why.is_empty();
+/// The arithmetic from `/pool` (see [`super::expect`]), then the verdict.
+fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> Expectation {
+    let budget = Budget {
+        requests: report.requests as u64,
+        sleep_s: sleep,
+        pool_max: s.pool_max,
+        concurrency: s.concurrency.unwrap_or(s.pool_max).max(1),
+        pool_timeout_s: s.pool_timeout_s,
+    };
+    let prediction = predict(&budget);
+    let observed = observe(report, outcomes, report.wave_gap_s);
+    let verdict = compare(&prediction, &budget, &observed);
+    let last_wave = prediction.waves.last().map_or(0.0, |w| w.at_s);
+    let seconds = if prediction.timeouts_max > 0 {
+        last_wave.max(s.pool_timeout_s)
+    } else {
+        last_wave
+    };
     Expectation {
         pool_size: s.pool_size,
         max_overflow: s.max_overflow,
         pool_max: s.pool_max,
         max_connections: s.max_connections,
         reserved: s.reserved,
-        concurrency,
-        waves,
-        seconds: waves as f64 * sleep,
-        verdict: if matches {
-            "matches".into()
-        } else {
-            why.join("; ")
+        pool_timeout_s: s.pool_timeout_s,
+        concurrency: prediction.concurrency,
+        waves: prediction.waves.len() as u64,
+        seconds,
+        matches: verdict.is_ok(),
+        verdict: match verdict {
+            Ok(()) => "matches".into(),
+            Err(why) => format!("differs: {why}"),
         },
-        matches,
+        prediction,
     }
 }
