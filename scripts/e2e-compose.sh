@@ -59,8 +59,9 @@ else
   [ -f "$shared/scripts/standin-images.sh" ] || die "no $shared/scripts/standin-images.sh"
   # Another copy may be running already (a machine set-up step): let it finish.
   for _ in $(seq 1 120); do pgrep -f standin-images.sh >/dev/null || break; sleep 5; done
-  timeout 1200 bash "$shared/scripts/standin-images.sh" || die "standin-images.sh failed"
-  export POSTGRES_IMAGE=poolscope-standin/postgres:15
+  # PostgreSQL 17, as users get it from postgres:17.
+  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 || die "standin-images.sh failed"
+  export POSTGRES_IMAGE=poolscope-standin/postgres:17
   export RUST_IMAGE=poolscope-standin/rust:bookworm
   export RUNTIME_IMAGE=poolscope-standin/debian:bookworm-slim
 fi
@@ -212,9 +213,8 @@ timeout 120 docker compose down -v || die "down -v failed"
 pass "down"
 
 # ---------------------------------------------------------------------------
-step "scenario 1, the waves: .env SLEEP_SECONDS=2 (pool 10+10), passwords with @ # % : /; up -d --wait"
+step "scenario 1, the waves: .env as .env.example (pool 10+10, 5 s sleep), passwords with @ # % : /; up -d --wait"
 base_env
-set_env SLEEP_SECONDS 2
 timeout 300 docker compose up -d --wait || die "stack did not become healthy"
 readyz || die "GET /healthz, /readyz on 127.0.0.1:$app_port (login with the special password?)"
 pass "up; /readyz 200: the service logged in with POOLSCOPE_DB_PASSWORD=$e2e_pw"
@@ -286,8 +286,43 @@ pass "30 x 'got response [200]'"
 
 step "scenario 1: docker compose run client 30 --json"
 run_client "$work/s1.json" 30 --json
-check_report "$work/s1.json" 'st == {"200": 30}' 'waves == [20, 10]' || die "scenario 1 report"
-pass "30 x 200 in 2 waves of 20 and 10"
+check_report "$work/s1.json" 'st == {"200": 30}' 'waves == [20, 10]' \
+  'abs(r["waves"][0]["last_s"] - 5) <= 0.5 and abs(r["waves"][1]["last_s"] - 10) <= 1' \
+  'r["expectation"]["matches"]' || die "scenario 1 report"
+pass "30 x 200 in 2 waves of 20 (≈5 s) and 10 (≈10 s); verdict matches"
+
+step "scenario 1: docker compose run client 100 --json (5 waves of 20)"
+run_client "$work/s1b.json" 100 --json
+check_report "$work/s1b.json" 'st == {"200": 100}' 'waves == [20] * 5' \
+  'all(abs(w["last_s"] - 5 * (i + 1)) <= max(0.5, 0.5 * (i + 1)) for i, w in enumerate(r["waves"]))' \
+  'r["expectation"]["matches"]' || die "scenario 1, client 100"
+pass "100 x 200 in 5 waves of 20, every 5 s; verdict matches"
+
+step "scenario 1: /readyz stays 200 while client 100 runs (a busy pool is ready)"
+timeout 120 docker compose run --rm -T client 100 --json >"$work/s1c.json" &
+busy_pid=$!
+python3 - "$app_port" <<'PY' || { wait "$busy_pid"; die "/readyz during client 100"; }
+import json, sys, time, urllib.error, urllib.request
+port = sys.argv[1]
+def get(path):
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%s%s" % (port, path), timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+deadline = time.monotonic() + 60
+while json.loads(get("/pool")[1])["live"]["waiting"] == 0:
+    assert time.monotonic() < deadline, "the client's requests never queued"
+    time.sleep(0.05)
+codes = []
+for _ in range(10):
+    codes.append(get("/readyz")[0])
+    time.sleep(0.5)
+print("   /readyz during the run: %s" % codes)
+sys.exit(0 if set(codes) == {200} else 1)
+PY
+wait "$busy_pid" || die "client 100 (during the /readyz checks) failed"
+pass "/readyz answered 200 ten times while requests waited for the pool"
 
 # ---------------------------------------------------------------------------
 step "reliability: docker compose restart db under load (client 20 --seconds 5; issue 6.3)"
@@ -431,14 +466,13 @@ measured "in-flight during 'docker compose restart -t 1 db': ${in_flight//\~/ },
 measured "db refused connections ${t_down} s after the restart began and accepted again at ${t_up} s; first 200 at ${t_ok} s = ${recovery} s after (bound 5 s); the app answered every poll meanwhile (503s, slowest ${slowest_503} s); app RestartCount 0"
 
 # ---------------------------------------------------------------------------
-step "scenario 2, the database limit: .env pool 30+30, POSTGRES_MAX_CONNECTIONS=40, DB_POOL_TIMEOUT=3"
-# A pool timeout shorter than the sleep: requests that found no connection give
-# up before any is released, so the refusals are certain and the run is short.
+step "scenario 2, the database limit (README): .env pool 30+30, POSTGRES_MAX_CONNECTIONS=40"
+# The README's settings exactly: DB_POOL_TIMEOUT stays 30 s. PostgreSQL grants
+# 40 - 3 reserved - 1 monitor = 36; the rest must be refused at once.
 base_env
 set_env DB_POOL_SIZE 30
 set_env DB_MAX_OVERFLOW 30
 set_env POSTGRES_MAX_CONNECTIONS 40
-set_env DB_POOL_TIMEOUT 3
 timeout 300 docker compose up -d --wait || die "stack did not become healthy"
 mc=$(db_sql 'show max_connections')
 [ "$mc" = 40 ] || die "max_connections is $mc, expected 40 (db not recreated?)"
@@ -446,9 +480,19 @@ pass "db recreated with max_connections=40; app healthy"
 
 step "scenario 2: docker compose run client 60 --json"
 run_client "$work/s2.json" 60 --json
-check_report "$work/s2.json" 'st.get("503", 0) > 0' 'err.get("db_refused", 0) > 0' 'st.get("200", 0) > 0' \
-  'sum(st.values()) == 60' || die "scenario 2 report"
-pass "some 503 classified db_refused, the rest 200"
+check_report "$work/s2.json" 'st == {"200": 36, "503": 24}' 'err == {"db_refused": 24}' \
+  '[(w["size"], w["ok"]) for w in r["waves"]] == [(24, 0), (36, 36)]' \
+  'r["waves"][0]["last_s"] <= 1.0' 'abs(r["waves"][1]["last_s"] - 5) <= 0.5' \
+  'r["expectation"]["matches"]' || die "scenario 2 report"
+pass "36 x 200 at ≈5 s, 24 x 503 db_refused within 1 s; verdict matches"
+measured "client 60 @ 30+30, max_connections 40: refusals by $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.2f s, served at %.2f-%.2f s" % (r["waves"][0]["last_s"], r["waves"][1]["first_s"], r["waves"][1]["last_s"]))' "$work/s2.json")"
+
+step "scenario 2: docker compose run client 100 --json"
+run_client "$work/s2b.json" 100 --json
+check_report "$work/s2b.json" 'st == {"200": 36, "503": 64}' 'err == {"db_refused": 64}' \
+  'r["waves"][0]["ok"] == 0 and r["waves"][0]["last_s"] <= 1.0' \
+  'r["expectation"]["matches"]' || die "scenario 2, client 100"
+pass "36 x 200, 64 x 503 db_refused within 1 s; verdict matches"
 
 step "scenario 2: the service survived and gives overflow connections back"
 [ "$(app_health)" = healthy ] || die "app health is $(app_health)"
@@ -456,13 +500,13 @@ docker compose exec -T app poolscope healthcheck >/dev/null || die "poolscope he
 restarts=$(docker inspect -f '{{.RestartCount}}' "$(docker compose ps -q app)")
 [ "$restarts" = 0 ] || die "app restarted $restarts times"
 pass "app healthy, not restarted"
-# Overflow connections close after DB_OVERFLOW_IDLE_TIMEOUT (10 s) idle; the pool
-# reaper runs on its own period, so allow a few of them.
-deadline=$((SECONDS + 45))
+# Overflow connections close when returned to a pool with DB_POOL_SIZE idle
+# (DB_OVERFLOW_IDLE_TIMEOUT=0); allow a few seconds for the last closes.
+deadline=$((SECONDS + 10))
 while :; do
   n=$(app_backends) || die "psql in db failed"
   [ "$n" -le 30 ] && break
-  [ "$SECONDS" -lt "$deadline" ] || die "the service still holds $n backends (> DB_POOL_SIZE 30) after 45 s"
+  [ "$SECONDS" -lt "$deadline" ] || die "the service still holds $n backends (> DB_POOL_SIZE 30) after 10 s"
   sleep 2
 done
 pass "service backends in pg_stat_activity: $n <= DB_POOL_SIZE 30"
