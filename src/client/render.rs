@@ -130,9 +130,10 @@ pub fn summary_text(r: &Report) -> String {
             .median_pool_wait_ms
             .map_or("n/a".into(), |ms| format!("{ms:.0} ms"));
         line(format!(
-            "    wave {}: {:>5} answers at {:6.2}–{:6.2}s, median pool wait {wait}{errors}",
+            "    wave {}: {:>5} {} at {:6.2}–{:6.2}s, median pool wait {wait}{errors}",
             i + 1,
             w.size,
+            if w.size == 1 { "answer " } else { "answers" },
             w.first_s,
             w.last_s
         ));

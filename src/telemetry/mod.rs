@@ -26,15 +26,23 @@ use crate::settings::{LogFormat, TelemetrySettings};
 /// specific directives win in `EnvFilter`.
 const SECRET_SAFE_CAPS: &str = "sea_orm=debug,sqlx=debug";
 
+/// PostgreSQL's NOTICEs (sqlx logs them at info) say things like
+/// `relation "seaql_migrations" already exists, skipping` at every start:
+/// noise unless asked for by name.
+const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
+
 pub fn filter(spec: &str) -> EnvFilter {
     let Ok(wanted) = EnvFilter::try_new(spec) else {
-        return EnvFilter::new("info");
+        return EnvFilter::new(format!("info,{QUIET_NOTICES}"));
     };
+    let mut spec = spec.to_owned();
     if wanted.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
-        EnvFilter::new(format!("{spec},{SECRET_SAFE_CAPS}"))
-    } else {
-        wanted
+        spec = format!("{spec},{SECRET_SAFE_CAPS}");
     }
+    if !spec.contains("sqlx::postgres::notice") {
+        spec = format!("{spec},{QUIET_NOTICES}");
+    }
+    EnvFilter::try_new(&spec).unwrap_or(wanted)
 }
 
 /// Shuts the tracer provider down when dropped, flushing pending spans, and
