@@ -13,8 +13,10 @@
 //!   turn PostgreSQL's refusal into a 30-second wait. So when the pool must
 //!   grow and the server may be full, the request first makes one connection
 //!   attempt of its own ([`Monitor::attempt`]) and is answered `db_refused`
-//!   at once if PostgreSQL refuses it; a request stuck inside sqlx anyway
-//!   (a slot taken in between) asks the probe after [`STUCK_AFTER`].
+//!   at once if PostgreSQL refuses it. Such growth goes one request at a
+//!   time (ask, then open), so two requests never count on the same free
+//!   slot; a request stuck inside sqlx anyway (another client took the slot
+//!   in between) asks the probe after [`STUCK_AFTER`].
 //! * **Kept connections stay; overflow goes** (see [`super::overflow`]).
 //! * **How many requests are waiting**: sqlx exposes only size and idle.
 //!
@@ -72,6 +74,9 @@ struct Inner {
     settings: DatabaseSettings,
     monitor: Monitor,
     occupancy: Arc<Occupancy>,
+    /// Held by the one request that is asking PostgreSQL and then opening a
+    /// connection, where the server may be full (see `wait_for_connection`).
+    growth: tokio::sync::Mutex<()>,
     waiting: AtomicUsize,
     timeouts: AtomicU64,
     refusals: AtomicU64,
@@ -149,6 +154,7 @@ impl Pool {
                 monitor: Monitor::new(settings),
                 settings: settings.clone(),
                 occupancy,
+                growth: tokio::sync::Mutex::new(()),
                 waiting: AtomicUsize::new(0),
                 timeouts: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
@@ -301,12 +307,23 @@ impl Pool {
         };
         // The pool must grow and the server may not have room: ask
         // PostgreSQL with an attempt of our own, since sqlx would hide a
-        // refusal behind its retries.
+        // refusal behind its retries. One request at a time asks and then
+        // opens, so the slot an accepted attempt found is the one its own
+        // connection takes, not one another request's attempt is holding.
+        let mut growing = None;
         if self.must_open() && self.may_be_refused() {
-            match Box::pin(self.inner.monitor.attempt()).await {
-                ProbeOutcome::Accepted => {}
-                ProbeOutcome::Refused => return Waited::Failed(DbError::Refused),
-                ProbeOutcome::Failed(e) => return Waited::Failed(e),
+            let lock = self.inner.growth.lock();
+            match tokio::time::timeout_at(deadline.into(), lock).await {
+                Ok(guard) => growing = Some(guard),
+                Err(_elapsed) => return Waited::DeadlinePassed,
+            }
+            // A connection may have come back while this request waited.
+            if self.must_open() {
+                match Box::pin(self.inner.monitor.attempt()).await {
+                    ProbeOutcome::Accepted => {}
+                    ProbeOutcome::Refused => return Waited::Failed(DbError::Refused),
+                    ProbeOutcome::Failed(e) => return Waited::Failed(e),
+                }
             }
         }
         // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
@@ -326,14 +343,16 @@ impl Pool {
                 }
             }
         };
-        tokio::select! {
+        let waited = tokio::select! {
             result = acquire => match result {
                 Ok(Ok(conn)) => Waited::Got(turn, conn),
                 Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
                 Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
             },
             e = stuck => Waited::Failed(e),
-        }
+        };
+        drop(growing);
+        waited
     }
 
     /// Whether opening one more connection may be refused: the pool may grow
