@@ -123,7 +123,7 @@ run_client() {
 # over the socket (reserved slots keep this possible when the pool is at the limit).
 app_backends() {
   docker compose exec -T db psql -U postgres -d postgres -Atc \
-    "select count(*) from pg_stat_activity where application_name = 'poolscope'"
+    "select count(*) from pg_stat_activity where application_name like 'poolscope:%'"
 }
 app_health() { docker inspect -f '{{.State.Health.Status}}' "$(docker compose ps -q app)"; }
 # Asserts on a client --json report: python3 receives the file and expressions.

@@ -2,8 +2,10 @@
 //! `max_connections` behave under load. One binary: `serve` (the demo
 //! service), `migrate`, and `client` (the load client).
 
+pub mod budget;
 pub mod cli;
 pub mod client;
+pub mod contract;
 pub mod db;
 pub mod http;
 pub mod metrics;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::db::pooler::PoolerReport;
 use crate::db::server_info::ServerLimits;
 
 /// Bucket bounds in seconds: from a free connection (sub-ms) to a wave that
@@ -103,6 +104,7 @@ pub fn render(
     wait_time: &Histogram,
     requests: &RequestDurations,
     server: Option<&ServerLimits>,
+    pooler: Option<&PoolerReport>,
 ) -> String {
     let mut out = String::with_capacity(4096);
     let p = "pool_name=\"poolscope\"";
@@ -201,6 +203,51 @@ pub fn render(
             "gauge",
             &[(String::new(), s.grantable_to_pool() as f64)],
         );
+        gauge(
+            &mut out,
+            "poolscope_replicas",
+            "Replicas of the service seen in pg_stat_activity (one monitor connection each).",
+            "gauge",
+            &[(String::new(), s.replicas.len() as f64)],
+        );
+    }
+    if let Some(b) = pooler {
+        // Named as the community pgbouncer_exporter names SHOW POOLS.
+        let rows = [
+            (
+                "pgbouncer_pools_client_active_connections",
+                "Client connections running a transaction (cl_active).",
+                b.cl_active as f64,
+            ),
+            (
+                "pgbouncer_pools_client_waiting_connections",
+                "Client connections waiting for a server connection (cl_waiting).",
+                b.cl_waiting as f64,
+            ),
+            (
+                "pgbouncer_pools_server_active_connections",
+                "Server connections in use (sv_active).",
+                b.sv_active as f64,
+            ),
+            (
+                "pgbouncer_pools_server_idle_connections",
+                "Server connections idle (sv_idle).",
+                b.sv_idle as f64,
+            ),
+            (
+                "pgbouncer_pools_client_maxwait_seconds",
+                "The oldest waiting client's wait (maxwait).",
+                b.maxwait_s,
+            ),
+            (
+                "pgbouncer_config_default_pool_size",
+                "Server connections per database and user (default_pool_size).",
+                b.default_pool_size as f64,
+            ),
+        ];
+        for (name, help, value) in rows {
+            gauge(&mut out, name, help, "gauge", &[(String::new(), value)]);
+        }
     }
     // `{}` on an empty label set is valid but unusual; drop it.
     out.replace("{}", "")

@@ -1,8 +1,11 @@
 //! The startup report: the effective pool, what PostgreSQL grants, and a
 //! warning with the arithmetic when the pool can outgrow it.
 
+use crate::budget::Topology;
+use crate::db::pooler::PoolerReport;
 use crate::db::server_info::ServerLimits;
 use crate::http::AppState;
+use crate::settings::DatabaseSettings;
 
 pub async fn log_startup_report(state: &AppState) {
     let db = &state.settings.database;
@@ -17,16 +20,37 @@ pub async fn log_startup_report(state: &AppState) {
         statement_timeout_s = db.statement_timeout.as_secs_f64(),
         "pool configured (min_connections = DB_POOL_SIZE, max_connections = DB_POOL_SIZE + DB_MAX_OVERFLOW)"
     );
-    match state.pool.monitor().sample().await {
+    let server = state.pool.monitor().sample().await;
+    let pooler = match state.pool.pooler() {
+        Some(p) => match p.read().await {
+            Ok(report) => {
+                tracing::info!(
+                    pool_mode = %report.pool_mode,
+                    default_pool_size = report.default_pool_size,
+                    max_client_conn = report.max_client_conn,
+                    query_wait_timeout_s = report.query_wait_timeout_s,
+                    "through PgBouncer"
+                );
+                Some(report)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read PgBouncer's SHOW POOLS / SHOW CONFIG");
+                None
+            }
+        },
+        None => None,
+    };
+    match &server {
         Ok(limits) => {
             tracing::info!(
                 max_connections = limits.max_connections,
                 reserved = limits.reserved,
                 backends_total = limits.backends_total,
                 backends_service = limits.backends_service,
+                replicas = limits.replicas.len(),
                 "PostgreSQL limits"
             );
-            if let Some(warning) = capacity_warning(db.pool_max(), &limits) {
+            if let Some(warning) = topology(db, Some(limits), pooler.as_ref()).warning() {
                 tracing::warn!("{warning}");
             }
         }
@@ -34,17 +58,18 @@ pub async fn log_startup_report(state: &AppState) {
     }
 }
 
-/// `Some(explanation)` when the pool may ask for more connections than the
-/// server will grant.
-pub fn capacity_warning(pool_max: u32, limits: &ServerLimits) -> Option<String> {
-    let grantable = limits.grantable_to_pool();
-    (pool_max > grantable).then(|| {
-        let others = limits.backends_total.saturating_sub(limits.backends_service);
-        format!(
-            "the pool can outgrow PostgreSQL: pool max {pool_max} > max_connections {} - reserved {} - other backends {} = {grantable}; \
-             beyond {grantable} connections requests will get 503 db_refused. \
-             Raise POSTGRES_MAX_CONNECTIONS or lower DB_POOL_SIZE + DB_MAX_OVERFLOW.",
-            limits.max_connections, limits.reserved, others
-        )
-    })
+/// The layers as the service sees them: replicas with a monitor connection
+/// (at least this one), each pool's maximum, the pooler's server pool, and
+/// what PostgreSQL grants the service.
+pub fn topology(
+    db: &DatabaseSettings,
+    limits: Option<&ServerLimits>,
+    pooler: Option<&PoolerReport>,
+) -> Topology {
+    Topology {
+        replicas: limits.map_or(1, |l| l.replicas.len().max(1) as u32),
+        pool_max: db.pool_max(),
+        pooler_pool: pooler.map(|p| p.default_pool_size),
+        grantable: limits.map(ServerLimits::grantable_to_service),
+    }
 }

@@ -138,5 +138,8 @@ async fn prepare_database(state: Arc<AppState>) {
     loop {
         tokio::time::sleep(SERVER_SAMPLE_INTERVAL).await;
         let _ = state.pool.monitor().sample().await;
+        if let Some(pooler) = state.pool.pooler() {
+            let _ = pooler.read().await;
+        }
     }
 }

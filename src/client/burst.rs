@@ -25,6 +25,8 @@ pub struct Reply {
     pub error_kind: Option<String>,
     /// `pool;dur=` from `Server-Timing`.
     pub pool_wait_ms: Option<f64>,
+    /// `X-Replica`: which replica answered, behind a load balancer.
+    pub replica: Option<String>,
 }
 
 impl Reply {
@@ -38,10 +40,16 @@ impl Reply {
             .get("server-timing")
             .and_then(|v| v.to_str().ok())
             .and_then(server_timing_pool_ms);
+        let replica = answer
+            .headers
+            .get("x-replica")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         Reply {
             status: answer.status,
             error_kind,
             pool_wait_ms,
+            replica,
         }
     }
 }

@@ -23,18 +23,38 @@
 
 use serde::Serialize;
 
+pub use crate::budget::Layer;
+
 /// Refusals must all arrive within this many seconds of the burst.
 pub const REFUSAL_WITHIN_S: f64 = 1.0;
 
-/// Inputs of the arithmetic, as the server's `/pool` reports them.
+/// Inputs of the arithmetic for one run, from the server's `/pool`.
 #[derive(Debug, Clone, Copy)]
-pub struct Budget {
+pub struct Plan {
     pub requests: u64,
     pub sleep_s: f64,
-    pub pool_max: u64,
-    /// min(pool max, slots the server grants the pool).
+    /// Requests served at once: min(replicas × pool max, pooler pool, slots
+    /// PostgreSQL grants) — see `crate::budget`.
     pub concurrency: u64,
+    /// PostgreSQL is the limit: the excess is refused at once, not queued.
+    pub refuses_excess: bool,
+    pub limited_by: Layer,
     pub pool_timeout_s: f64,
+    /// PgBouncer's `query_wait_timeout`, when requests also queue there.
+    pub pooler_timeout_s: Option<f64>,
+}
+
+impl Plan {
+    /// A request waiting longer than the first bound may time out; one
+    /// waiting longer than the second surely does. Without a pooler both
+    /// are `DB_POOL_TIMEOUT`; with one, the wait is split between the app
+    /// pool and PgBouncer in proportions the arithmetic does not know.
+    pub fn timeout_window(&self) -> (f64, f64) {
+        match self.pooler_timeout_s {
+            None => (self.pool_timeout_s, self.pool_timeout_s),
+            Some(p) => (self.pool_timeout_s.min(p), self.pool_timeout_s + p),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,8 +76,8 @@ pub struct Prediction {
     /// `pool_timeout` at `DB_POOL_TIMEOUT`: at least / at most.
     pub timeouts_min: u64,
     pub timeouts_max: u64,
-    /// Where the queue forms or the run is limited: `app pool` or `PostgreSQL`.
-    pub limited_by: &'static str,
+    /// The layer that limits the run: `app pool`, `pooler` or `PostgreSQL`.
+    pub limited_by: Layer,
 }
 
 /// max(0.5 s, 10 %) of `t`.
@@ -72,10 +92,10 @@ fn handoff_margin(pool_timeout_s: f64) -> f64 {
     (0.05 * pool_timeout_s).max(0.1)
 }
 
-pub fn predict(b: &Budget) -> Prediction {
+pub fn predict(b: &Plan) -> Prediction {
     let c = b.concurrency.max(1);
     let n = b.requests;
-    if c < b.pool_max {
+    if b.refuses_excess {
         let served = n.min(c);
         return Prediction {
             concurrency: c,
@@ -83,20 +103,21 @@ pub fn predict(b: &Budget) -> Prediction {
             refused: n - served,
             timeouts_min: 0,
             timeouts_max: 0,
-            limited_by: "PostgreSQL",
+            limited_by: b.limited_by,
         };
     }
+    let (first_timeout, last_timeout) = b.timeout_window();
     let mut waves = Vec::new();
     let mut left = n;
     let mut k = 0u64;
     while left > 0 {
         let handed_at = k as f64 * b.sleep_s;
-        let margin = handoff_margin(b.pool_timeout_s);
-        if b.sleep_s > 0.0 && handed_at > b.pool_timeout_s + margin {
+        if b.sleep_s > 0.0 && handed_at > last_timeout + handoff_margin(last_timeout) {
             break;
         }
         let size = left.min(c);
-        let may_time_out = b.sleep_s > 0.0 && handed_at >= b.pool_timeout_s - margin;
+        let may_time_out =
+            b.sleep_s > 0.0 && handed_at >= first_timeout - handoff_margin(first_timeout);
         waves.push(PredictedWave {
             size,
             at_s: (k + 1) as f64 * b.sleep_s,
@@ -116,7 +137,7 @@ pub fn predict(b: &Budget) -> Prediction {
         refused: 0,
         timeouts_min: left,
         timeouts_max: left + uncertain,
-        limited_by: "app pool",
+        limited_by: b.limited_by,
     }
 }
 
@@ -138,7 +159,7 @@ pub struct Observed {
     pub served_waves: Vec<(u64, f64, f64)>,
     /// Completion times of `db_refused` answers.
     pub refused_at: Vec<f64>,
-    /// Completion times of `pool_timeout` answers.
+    /// Completion times of `pool_timeout` (and `pooler_timeout`) answers.
     pub timeouts_at: Vec<f64>,
     /// Any other outcome: (kind, count).
     pub other: Vec<(String, u64)>,
@@ -148,7 +169,7 @@ pub struct Observed {
 
 /// `Ok(())` when the run agrees with the prediction in every part, else the
 /// first difference in words a user can act on.
-pub fn compare(p: &Prediction, b: &Budget, o: &Observed) -> Result<(), String> {
+pub fn compare(p: &Prediction, b: &Plan, o: &Observed) -> Result<(), String> {
     if let Some((answered, requests)) = o.interrupted {
         return Err(format!(
             "interrupted after {answered} of {requests} answers; only a finished run can be compared"
@@ -189,22 +210,26 @@ pub fn compare(p: &Prediction, b: &Budget, o: &Observed) -> Result<(), String> {
             format!("{} to {}", p.timeouts_min, p.timeouts_max)
         };
         return Err(format!(
-            "{timeouts} × pool_timeout, expected {expected} (requests still waiting after \
-             DB_POOL_TIMEOUT = {} s)",
-            trim(b.pool_timeout_s)
+            "{timeouts} timed out, expected {expected} (requests still waiting after \
+             DB_POOL_TIMEOUT = {} s{})",
+            trim(b.pool_timeout_s),
+            b.pooler_timeout_s.map_or(String::new(), |p| format!(
+                " or PgBouncer's query_wait_timeout = {} s",
+                trim(p)
+            ))
         ));
     }
-    let tol = tolerance(b.pool_timeout_s);
+    let (first, last) = b.timeout_window();
     if let Some(t) = o
         .timeouts_at
         .iter()
         .copied()
-        .find(|t| (t - b.pool_timeout_s).abs() > tol)
+        .find(|t| *t < first - tolerance(first) || *t > last + tolerance(last))
     {
         return Err(format!(
-            "a pool_timeout answer came at {t:.2}s, expected at DB_POOL_TIMEOUT = {} s ± {}",
+            "a request timed out at {t:.2}s, expected at DB_POOL_TIMEOUT = {} s ± {}",
             trim(b.pool_timeout_s),
-            trim(tol)
+            trim(tolerance(first))
         ));
     }
     if b.sleep_s > 0.0 {
@@ -283,13 +308,20 @@ pub fn trim(x: f64) -> String {
 mod tests {
     use super::*;
 
-    fn budget(n: u64, pool_max: u64, concurrency: u64) -> Budget {
-        Budget {
+    fn budget(n: u64, pool_max: u64, concurrency: u64) -> Plan {
+        let refused = concurrency < pool_max;
+        Plan {
             requests: n,
             sleep_s: 5.0,
-            pool_max,
             concurrency,
+            refuses_excess: refused,
+            limited_by: if refused {
+                Layer::Postgres
+            } else {
+                Layer::AppPool
+            },
             pool_timeout_s: 30.0,
+            pooler_timeout_s: None,
         }
     }
 
@@ -319,7 +351,7 @@ mod tests {
         let p = predict(&budget(30, 20, 20));
         assert_eq!(waves(&p), vec![(20, 5.0, false), (10, 10.0, false)]);
         assert_eq!((p.refused, p.timeouts_min, p.timeouts_max), (0, 0, 0));
-        assert_eq!(p.limited_by, "app pool");
+        assert_eq!(p.limited_by, Layer::AppPool);
     }
 
     #[test]
@@ -328,7 +360,7 @@ mod tests {
         let p = predict(&budget(60, 60, 36));
         assert_eq!(waves(&p), vec![(36, 5.0, false)]);
         assert_eq!(p.refused, 24);
-        assert_eq!(p.limited_by, "PostgreSQL");
+        assert_eq!(p.limited_by, Layer::Postgres);
         let p = predict(&budget(100, 60, 36));
         assert_eq!((waves(&p)[0].0, p.refused), (36, 64));
     }
@@ -425,10 +457,32 @@ mod tests {
         o.timeouts_at = vec![30.0; 2];
         assert!(compare(&p, &b, &o)
             .unwrap_err()
-            .starts_with("2 × pool_timeout, expected 0"));
+            .starts_with("2 timed out, expected 0"));
         let mut o = as_predicted(&p);
         o.interrupted = Some((3, 30));
         assert!(compare(&p, &b, &o).is_err());
+    }
+
+    #[test]
+    fn a_pooler_queues_the_excess_in_waves_of_its_pool() {
+        // 3 replicas × 20 through PgBouncer's 20 server connections.
+        let b = Plan {
+            requests: 100,
+            sleep_s: 5.0,
+            concurrency: 20,
+            refuses_excess: false,
+            limited_by: Layer::Pooler,
+            pool_timeout_s: 30.0,
+            pooler_timeout_s: Some(120.0),
+        };
+        let p = predict(&b);
+        assert_eq!(p.waves.len(), 5);
+        assert!(p.waves.iter().all(|w| w.size == 20 && !w.may_time_out));
+        assert_eq!(
+            (p.refused, p.timeouts_max, p.limited_by),
+            (0, 0, Layer::Pooler)
+        );
+        assert_eq!(compare(&p, &b, &as_predicted(&p)), Ok(()));
     }
 
     #[test]

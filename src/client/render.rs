@@ -107,6 +107,9 @@ pub fn summary_text(r: &Report) -> String {
     };
     line(format!("  statuses: {}", counts(&r.statuses)));
     line(format!("  errors:   {}", counts(&r.errors)));
+    if r.replicas.len() > 1 {
+        line(format!("  replicas: {}", counts(&r.replicas)));
+    }
     if let Some(l) = &r.latency_ms {
         line(format!(
             "  latency:  p50 {:.2}s  p95 {:.2}s  p99 {:.2}s  max {:.2}s",
@@ -145,9 +148,16 @@ pub fn summary_text(r: &Report) -> String {
                 _ => "max_connections unknown".into(),
             };
             line(format!(
-                "  expected: pool {}+{}, {server} → {} at once → {}",
+                "  expected: {}pool {}+{}{}, {server} → {} at once → {}",
+                if e.replicas > 1 {
+                    format!("{} replicas × ", e.replicas)
+                } else {
+                    String::new()
+                },
                 e.pool_size,
                 e.max_overflow,
+                e.pooler_pool
+                    .map_or(String::new(), |p| format!(" → PgBouncer {p}")),
                 e.concurrency,
                 predicted_outcome(r, e)
             ));
@@ -169,8 +179,14 @@ fn predicted_outcome(r: &Report, e: &Expectation) -> String {
     }];
     if p.refused > 0 {
         parts.push(format!(
-            "{} × db_refused at once (PostgreSQL grants {} < pool max {})",
-            p.refused, p.concurrency, e.pool_max
+            "{} × db_refused at once (PostgreSQL grants {} < {})",
+            p.refused,
+            p.concurrency,
+            if e.replicas > 1 {
+                format!("{} replicas × pool max {}", e.replicas, e.pool_max)
+            } else {
+                format!("pool max {}", e.pool_max)
+            }
         ));
     }
     if p.timeouts_max > 0 {
@@ -180,8 +196,13 @@ fn predicted_outcome(r: &Report, e: &Expectation) -> String {
             format!("{}–{}", p.timeouts_min, p.timeouts_max)
         };
         parts.push(format!(
-            "{count} × pool_timeout at {} s (DB_POOL_TIMEOUT)",
-            trim(e.pool_timeout_s)
+            "{count} × pool_timeout at {} s (DB_POOL_TIMEOUT){}",
+            trim(e.pool_timeout_s),
+            if e.pooler_pool.is_some() {
+                " or pooler_timeout"
+            } else {
+                ""
+            }
         ));
     }
     if let Some(k) = p.waves.iter().position(|w| w.may_time_out) {

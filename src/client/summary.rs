@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::burst::{Outcome, Run};
-use super::expect::{compare, predict, Budget, Observed, Prediction};
+use super::expect::{compare, predict, Layer, Observed, Plan, Prediction};
 use super::http::{self, Target};
+use crate::contract::PoolReport;
 
 /// What the server's `GET /pool` said before the burst.
 #[derive(Debug, Clone, Serialize)]
@@ -27,7 +28,12 @@ pub struct ServerPool {
     pub sleep_max: f64,
     pub max_connections: Option<u64>,
     pub reserved: Option<u64>,
-    pub concurrency: Option<u64>,
+    /// Replicas seen by the one that answered `/pool`.
+    pub replicas: u64,
+    pub budget: Option<crate::budget::Budget>,
+    /// PgBouncer's server pool and `query_wait_timeout`, when there is one.
+    pub pooler_pool: Option<u64>,
+    pub pooler_timeout_s: Option<f64>,
 }
 
 impl ServerPool {
@@ -35,18 +41,21 @@ impl ServerPool {
         let answer = http::get(&target.sibling("/pool"), Duration::from_secs(5))
             .await
             .ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
-        let c = &v["configured"];
+        let r: PoolReport = serde_json::from_slice(&answer.body).ok()?;
+        let c = &r.configured;
         Some(ServerPool {
-            pool_size: c["pool_size"].as_u64()?,
-            max_overflow: c["max_overflow"].as_u64()?,
-            pool_max: c["pool_max"].as_u64()?,
-            pool_timeout_s: c["pool_timeout_s"].as_f64()?,
-            sleep_seconds: c["sleep_seconds"].as_f64()?,
-            sleep_max: c["sleep_max"].as_f64()?,
-            max_connections: v["postgres"]["max_connections"].as_u64(),
-            reserved: v["postgres"]["reserved"].as_u64(),
-            concurrency: v["concurrency"].as_u64(),
+            pool_size: c.pool_size.into(),
+            max_overflow: c.max_overflow.into(),
+            pool_max: c.pool_max.into(),
+            pool_timeout_s: c.pool_timeout_s,
+            sleep_seconds: c.sleep_seconds,
+            sleep_max: c.sleep_max,
+            max_connections: r.postgres.as_ref().map(|p| p.max_connections.into()),
+            reserved: r.postgres.as_ref().map(|p| p.reserved.into()),
+            replicas: r.replicas.len().max(1) as u64,
+            budget: r.budget,
+            pooler_pool: r.pooler.as_ref().map(|p| p.default_pool_size.into()),
+            pooler_timeout_s: r.pooler.as_ref().map(|p| p.query_wait_timeout_s),
         })
     }
 }
@@ -78,7 +87,11 @@ pub struct Expectation {
     pub max_connections: Option<u64>,
     pub reserved: Option<u64>,
     pub pool_timeout_s: f64,
-    /// Requests the server can run at once: min(pool max, slots PostgreSQL grants).
+    /// Replicas behind the load balancer, as `/pool` saw them.
+    pub replicas: u64,
+    /// PgBouncer's server pool, when there is one.
+    pub pooler_pool: Option<u64>,
+    /// Requests served at once over the whole topology.
     pub concurrency: u64,
     /// Number of predicted waves of served answers.
     pub waves: u64,
@@ -102,6 +115,8 @@ pub struct Report {
     pub sleep_seconds: Option<f64>,
     pub statuses: BTreeMap<String, usize>,
     pub errors: BTreeMap<String, usize>,
+    /// Answers by the replica that gave them (`X-Replica`).
+    pub replicas: BTreeMap<String, usize>,
     pub latency_ms: Option<Latency>,
     pub wave_gap_s: f64,
     pub waves: Vec<Wave>,
@@ -118,9 +133,13 @@ impl Report {
     ) -> Report {
         let mut statuses = BTreeMap::new();
         let mut errors = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
         for o in &run.outcomes {
             match &o.result {
                 Ok(reply) => {
+                    if let Some(r) = &reply.replica {
+                        *replicas.entry(r.clone()).or_insert(0) += 1;
+                    }
                     *statuses.entry(reply.status.to_string()).or_insert(0) += 1;
                     if let Some(kind) = &reply.error_kind {
                         *errors.entry(kind.clone()).or_insert(0) += 1;
@@ -142,6 +161,7 @@ impl Report {
             sleep_seconds: sleep,
             statuses,
             errors,
+            replicas,
             latency_ms: latency(&run.outcomes),
             wave_gap_s: gap,
             waves,
@@ -216,11 +236,13 @@ fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
             .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
             .collect(),
         refused_at: times("db_refused"),
-        timeouts_at: times("pool_timeout"),
+        timeouts_at: [times("pool_timeout"), times("pooler_timeout")].concat(),
         other: report
             .errors
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "db_refused" | "pool_timeout"))
+            .filter(|(k, _)| {
+                !matches!(k.as_str(), "db_refused" | "pool_timeout" | "pooler_timeout")
+            })
             .map(|(k, v)| (k.clone(), *v as u64))
             .collect(),
         interrupted: report
@@ -255,12 +277,22 @@ fn latency(outcomes: &[Outcome]) -> Option<Latency> {
 
 /// The arithmetic from `/pool` (see [`super::expect`]), then the verdict.
 fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> Expectation {
-    let budget = Budget {
+    // Unknown topology (PostgreSQL could not be asked): this replica's pool.
+    let topology = s.budget.unwrap_or(crate::budget::Budget {
+        concurrency: s.pool_max as u32,
+        app_capacity: s.pool_max as u32,
+        limited_by: Layer::AppPool,
+        refuses_excess: false,
+    });
+    let budget = Plan {
         requests: report.requests as u64,
         sleep_s: sleep,
-        pool_max: s.pool_max,
-        concurrency: s.concurrency.unwrap_or(s.pool_max).max(1),
+        concurrency: u64::from(topology.concurrency).max(1),
+        refuses_excess: topology.refuses_excess,
+        limited_by: topology.limited_by,
         pool_timeout_s: s.pool_timeout_s,
+        // A query_wait_timeout of 0 means "wait for ever".
+        pooler_timeout_s: s.pooler_timeout_s.filter(|t| *t > 0.0),
     };
     let prediction = predict(&budget);
     let observed = observe(report, outcomes, report.wave_gap_s);
@@ -278,12 +310,14 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         max_connections: s.max_connections,
         reserved: s.reserved,
         pool_timeout_s: s.pool_timeout_s,
+        replicas: s.replicas,
+        pooler_pool: s.pooler_pool,
         concurrency: prediction.concurrency,
         waves: prediction.waves.len() as u64,
         seconds,
         matches: verdict.is_ok(),
         verdict: match verdict {
-            Ok(()) => "matches".into(),
+            Ok(()) => format!("matches (limited by {})", budget.limited_by.phrase()),
             Err(why) => format!("differs: {why}"),
         },
         prediction,

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
 use super::login::off_the_workers;
-use super::MIGRATE_APPLICATION_NAME;
+use super::{application_name, MIGRATE_APP};
 use crate::settings::DatabaseSettings;
 
 /// `client_connection_check_interval` (how abandoned requests end their
@@ -26,7 +26,7 @@ pub async fn database_is_usable(settings: &DatabaseSettings) -> Result<u32, Stri
     let options = settings
         .url
         .connect_options()
-        .application_name(MIGRATE_APPLICATION_NAME)
+        .application_name(&application_name(MIGRATE_APP, &settings.replica))
         .disable_statement_logging();
     let place = describe(&options);
     let deadline = Instant::now() + settings.connect_timeout;

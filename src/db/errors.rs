@@ -9,6 +9,13 @@ pub enum DbError {
         "PostgreSQL refused a new connection: too many clients already (max_connections reached)"
     )]
     Refused,
+    /// PgBouncer refused the connection: "no more connections allowed
+    /// (max_client_conn)".
+    #[error("PgBouncer refused a new connection: no more connections allowed (PGBOUNCER_MAX_CLIENT_CONN reached)")]
+    PoolerRefused,
+    /// PgBouncer gave up waiting for a server connection ("query_wait_timeout").
+    #[error("PgBouncer found no server connection within query_wait_timeout (PGBOUNCER_QUERY_WAIT_TIMEOUT)")]
+    PoolerTimeout,
     /// No connection could be made or it broke (server down, restarting, network).
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -22,6 +29,7 @@ pub enum DbError {
 
 const TOO_MANY_CONNECTIONS: &str = "53300";
 const QUERY_CANCELED: &str = "57014";
+const PROTOCOL_VIOLATION: &str = "08P01";
 
 impl DbError {
     /// Sorts a sqlx error.
@@ -32,6 +40,13 @@ impl DbError {
                 let code = code.as_deref().unwrap_or("");
                 match code {
                     TOO_MANY_CONNECTIONS => DbError::Refused,
+                    // PgBouncer's own errors all carry 08P01; its words tell them apart.
+                    PROTOCOL_VIOLATION if db.message().contains("max_client_conn") => {
+                        DbError::PoolerRefused
+                    }
+                    PROTOCOL_VIOLATION if db.message().contains("query_wait_timeout") => {
+                        DbError::PoolerTimeout
+                    }
                     // The service cancels nothing itself, so a cancelled
                     // statement is the statement_timeout, in any server language.
                     QUERY_CANCELED => DbError::StatementTimeout,

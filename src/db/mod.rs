@@ -10,18 +10,26 @@ pub mod lease;
 pub mod login;
 pub mod overflow;
 pub mod pool;
+pub mod pooler;
 pub mod server_info;
 pub mod todos;
 
-/// `application_name` of the pooled connections: how this service's backends
-/// are told apart from everyone else's in `pg_stat_activity`.
-pub const APPLICATION_NAME: &str = "poolscope";
-/// `application_name` of the service's one connection outside the pool, used
-/// to watch the server and to tell a refusal from a busy pool.
-pub const MONITOR_APPLICATION_NAME: &str = "poolscope-monitor";
+/// `application_name` prefixes; each connection carries `PREFIX:<replica>`
+/// (see [`application_name`]), so that `pg_stat_activity` tells this
+/// service's backends from everyone else's, and the replicas apart.
+///
+/// The pooled connections.
+pub const POOL_APP: &str = "poolscope";
+/// The one connection outside the pool that watches the server; one per
+/// replica, which is how a replica sees the others.
+pub const MONITOR_APP: &str = "poolscope-monitor";
+/// The short-lived connections that check the database and run the migration.
+pub const MIGRATE_APP: &str = "poolscope-migrate";
 
-/// `application_name` of the short-lived connections that run the migration.
-pub const MIGRATE_APPLICATION_NAME: &str = "poolscope-migrate";
+/// `poolscope:web-1` and the like.
+pub fn application_name(prefix: &str, replica: &str) -> String {
+    format!("{prefix}:{replica}")
+}
 
 /// Runs the migration once over its own short-lived connections, so that it
 /// neither competes with requests for the pool nor fails on the pool's
@@ -35,7 +43,7 @@ pub async fn migrate_once(settings: &crate::settings::DatabaseSettings) -> Resul
     opts.min_connections(0)
         .max_connections(2)
         .acquire_timeout(settings.pool_timeout.max(Duration::from_secs(30)))
-        .set_application_name(MIGRATE_APPLICATION_NAME)
+        .set_application_name(application_name(MIGRATE_APP, &settings.replica))
         .connect_lazy(true)
         .sqlx_logging(false);
     // The URL was validated when the settings were read; SeaORM's own error

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 use tracing::field::Empty;
@@ -42,8 +41,9 @@ pub use super::lease::Lease;
 use super::errors::DbError;
 use super::login::off_the_workers;
 use super::overflow::{self, Occupancy, Turn};
+use super::pooler::Pooler;
 use super::server_info::{Monitor, ProbeOutcome};
-use super::APPLICATION_NAME;
+use super::{application_name, POOL_APP};
 use crate::metrics::{Histogram, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 
@@ -73,6 +73,8 @@ struct Inner {
     db: DatabaseConnection,
     settings: DatabaseSettings,
     monitor: Monitor,
+    /// PgBouncer's admin console, when the pool goes through one.
+    pooler: Option<Pooler>,
     occupancy: Arc<Occupancy>,
     /// Held by the one request that is asking PostgreSQL and then opening a
     /// connection, where the server may be full (see `wait_for_connection`).
@@ -83,16 +85,8 @@ struct Inner {
     wait_time: Histogram,
 }
 
-/// What the pool holds right now.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct LiveCounts {
-    /// Connections open (idle + in use).
-    pub open: u32,
-    pub idle: u32,
-    pub in_use: u32,
-    /// Requests waiting for a connection.
-    pub waiting: u32,
-}
+/// What the pool holds right now (the `/pool` contract's type).
+pub use crate::contract::Live as LiveCounts;
 
 /// Why no connection was handed out.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -122,7 +116,7 @@ impl Pool {
             .acquire_timeout(settings.pool_timeout)
             .max_lifetime(settings.pool_recycle)
             .statement_timeout(settings.statement_timeout)
-            .set_application_name(APPLICATION_NAME)
+            .set_application_name(application_name(POOL_APP, &settings.replica))
             .connect_lazy(true)
             // sqlx pings every connection before handing it out: a round trip
             // per request. Ping only connections idle for a while — the ones a
@@ -152,6 +146,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 db,
                 monitor: Monitor::new(settings),
+                pooler: Pooler::new(settings),
                 settings: settings.clone(),
                 occupancy,
                 growth: tokio::sync::Mutex::new(()),
@@ -202,6 +197,11 @@ impl Pool {
     /// The connection outside the pool that watches the server.
     pub fn monitor(&self) -> &Monitor {
         &self.inner.monitor
+    }
+
+    /// PgBouncer's admin console, when the pool goes through one.
+    pub fn pooler(&self) -> Option<&Pooler> {
+        self.inner.pooler.as_ref()
     }
 
     pub fn live(&self) -> LiveCounts {
@@ -358,6 +358,11 @@ impl Pool {
     /// Whether opening one more connection may be refused: the pool may grow
     /// past what PostgreSQL granted at the last sample, or nobody knows.
     fn may_be_refused(&self) -> bool {
+        if self.inner.settings.pooler_admin_url.is_some() {
+            // Through a pooler, a refusal is the pooler's (max_client_conn),
+            // which sqlx does not retry: the request learns it at once anyway.
+            return false;
+        }
         match self.inner.monitor.last_sample() {
             Some(limits) => self.inner.settings.pool_max() > limits.grantable_to_pool(),
             None => true,
@@ -410,6 +415,9 @@ impl Pool {
         self.inner.occupancy.turns.close();
         self.sqlx().close().await;
         self.inner.monitor.close().await;
+        if let Some(pooler) = &self.inner.pooler {
+            pooler.close().await;
+        }
     }
 }
 

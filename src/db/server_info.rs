@@ -19,7 +19,8 @@ use tokio::sync::Mutex;
 
 use super::errors::DbError;
 use super::login::off_the_workers;
-use super::{APPLICATION_NAME, MONITOR_APPLICATION_NAME};
+use super::{application_name, MONITOR_APP, POOL_APP};
+pub use crate::contract::ReplicaBackends;
 use crate::settings::DatabaseSettings;
 
 /// How long a probe's answer is reused.
@@ -28,22 +29,36 @@ pub const PROBE_TTL: Duration = Duration::from_millis(250);
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What PostgreSQL says about its connection slots.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ServerLimits {
     pub max_connections: u32,
     /// `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+).
     pub reserved: u32,
     /// Client backends in the whole cluster.
     pub backends_total: u32,
-    /// Client backends of this service's pool (same role, database and application_name).
+    /// Client backends of this replica's pool (same role, database and application_name).
     pub backends_service: u32,
+    /// Client backends of every replica's pool (or of the pooler on their behalf).
+    pub backends_service_all: u32,
+    /// Replicas with a monitor connection, and the backends of each one's pool.
+    pub replicas: Vec<ReplicaBackends>,
 }
 
 impl ServerLimits {
-    /// Slots the pool can hold at most: what a non-superuser may use, minus
-    /// the backends of everyone else (including this service's monitor).
+    /// Slots this replica's pool can hold at most: what a non-superuser may
+    /// use, minus the backends of everyone else (other replicas and every
+    /// monitor included).
     pub fn grantable_to_pool(&self) -> u32 {
-        let others = self.backends_total.saturating_sub(self.backends_service);
+        self.grantable_beside(self.backends_service)
+    }
+
+    /// Slots every replica's pool together can hold at most.
+    pub fn grantable_to_service(&self) -> u32 {
+        self.grantable_beside(self.backends_service_all)
+    }
+
+    fn grantable_beside(&self, ours: u32) -> u32 {
+        let others = self.backends_total.saturating_sub(ours);
         self.max_connections
             .saturating_sub(self.reserved)
             .saturating_sub(others)
@@ -58,7 +73,11 @@ pub enum ProbeOutcome {
 }
 
 pub struct Monitor {
+    /// Straight to PostgreSQL (`MONITOR_DATABASE_URL`).
     options: PgConnectOptions,
+    /// Where the pool connects (through the pooler, if any): refusal attempts.
+    attempt_options: PgConnectOptions,
+    replica: String,
     connect_timeout: Duration,
     conn: Mutex<Option<PgConnection>>,
     last_sample: std::sync::Mutex<Option<ServerLimits>>,
@@ -69,20 +88,32 @@ const LIMITS_SQL: &str = "\
 SELECT current_setting('max_connections')::int4, \
        current_setting('superuser_reserved_connections')::int4 \
          + COALESCE(current_setting('reserved_connections', true)::int4, 0), \
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4, \
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' \
-          AND application_name = $1 AND usename = current_user \
-          AND datname = current_database())::int4";
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4";
+
+/// This service's connections in this database, by `application_name`.
+const SERVICE_SQL: &str = "\
+SELECT application_name, count(*)::int4 FROM pg_stat_activity \
+WHERE backend_type = 'client backend' AND usename = current_user \
+  AND datname = current_database() \
+  AND (starts_with(application_name, $1) OR starts_with(application_name, $2)) \
+GROUP BY 1 ORDER BY 1";
 
 impl Monitor {
     pub fn new(settings: &DatabaseSettings) -> Monitor {
         let options = settings
+            .monitor_url
+            .connect_options()
+            .application_name(&application_name(MONITOR_APP, &settings.replica))
+            .disable_statement_logging();
+        let attempt_options = settings
             .url
             .connect_options()
-            .application_name(MONITOR_APPLICATION_NAME)
+            .application_name(&application_name(MONITOR_APP, &settings.replica))
             .disable_statement_logging();
         Monitor {
             options,
+            attempt_options,
+            replica: settings.replica.clone(),
             connect_timeout: settings.connect_timeout,
             conn: Mutex::new(None),
             last_sample: std::sync::Mutex::new(None),
@@ -95,7 +126,11 @@ impl Monitor {
     /// `DB_CONNECT_TIMEOUT`, reporting a healthy database as unreachable.
     /// The timeout stays on this side: the login itself uses no timer.
     async fn connect(&self) -> Result<PgConnection, DbError> {
-        let options = self.options.clone();
+        self.connect_with(&self.options).await
+    }
+
+    async fn connect_with(&self, options: &PgConnectOptions) -> Result<PgConnection, DbError> {
+        let options = options.clone();
         let login = off_the_workers(async move { options.connect().await });
         match tokio::time::timeout(self.connect_timeout, login).await {
             Ok(None) => Err(DbError::Other(
@@ -117,42 +152,71 @@ impl Monitor {
             Some(conn) => conn,
             None => slot.insert(self.connect().await?),
         };
-        let query = sqlx::query_as::<_, (i32, i32, i32, i32)>(LIMITS_SQL)
-            .bind(APPLICATION_NAME)
-            .fetch_one(conn);
-        let result = match tokio::time::timeout(SAMPLE_TIMEOUT, query).await {
-            Ok(Ok(row)) => Ok(row),
+        let result = tokio::time::timeout(SAMPLE_TIMEOUT, self.read_limits(conn)).await;
+        let limits = match result {
+            Ok(Ok(limits)) => Ok(limits),
             Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
             Err(_) => Err(DbError::Unavailable(
                 "server limits not read within 2s".into(),
             )),
         };
-        let limits = match result {
-            Ok((max, reserved, total, service)) => Ok(ServerLimits {
-                max_connections: max.max(0) as u32,
-                reserved: reserved.max(0) as u32,
-                backends_total: total.max(0) as u32,
-                backends_service: service.max(0) as u32,
-            }),
-            Err(e) => {
-                // A broken or timed-out connection is dropped; the next call reconnects.
-                *slot = None;
-                Err(e)
-            }
-        };
-        *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().copied();
+        if limits.is_err() {
+            // A broken or timed-out connection is dropped; the next call reconnects.
+            *slot = None;
+        }
+        *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().cloned();
         limits
+    }
+
+    async fn read_limits(&self, conn: &mut PgConnection) -> Result<ServerLimits, sqlx::Error> {
+        let (max, reserved, total) = sqlx::query_as::<_, (i32, i32, i32)>(LIMITS_SQL)
+            .fetch_one(&mut *conn)
+            .await?;
+        let pool_prefix = format!("{POOL_APP}:");
+        let monitor_prefix = format!("{MONITOR_APP}:");
+        let rows = sqlx::query_as::<_, (String, i32)>(SERVICE_SQL)
+            .bind(&pool_prefix)
+            .bind(&monitor_prefix)
+            .fetch_all(&mut *conn)
+            .await?;
+        let count = |n: i32| n.max(0) as u32;
+        let pool_of = |replica: &str| {
+            let name = application_name(POOL_APP, replica);
+            rows.iter()
+                .find(|(app, _)| *app == name)
+                .map_or(0, |(_, n)| count(*n))
+        };
+        let replicas = rows
+            .iter()
+            .filter_map(|(app, _)| app.strip_prefix(&monitor_prefix))
+            .map(|name| ReplicaBackends {
+                name: name.to_owned(),
+                backends: pool_of(name),
+            })
+            .collect();
+        Ok(ServerLimits {
+            max_connections: count(max),
+            reserved: count(reserved),
+            backends_total: count(total),
+            backends_service: pool_of(&self.replica),
+            backends_service_all: rows
+                .iter()
+                .filter(|(app, _)| app.starts_with(&pool_prefix))
+                .map(|(_, n)| count(*n))
+                .sum(),
+            replicas,
+        })
     }
 
     /// The most recent successful sample, if the last one succeeded.
     pub fn last_sample(&self) -> Option<ServerLimits> {
-        *self.last_sample.lock().expect("not poisoned")
+        self.last_sample.lock().expect("not poisoned").clone()
     }
 
     /// One direct connection attempt, closed at once: can a new connection
     /// be made right now, and if not, why?
     pub async fn attempt(&self) -> ProbeOutcome {
-        match self.connect().await {
+        match self.connect_with(&self.attempt_options).await {
             Ok(conn) => {
                 let _ = conn.close().await;
                 ProbeOutcome::Accepted

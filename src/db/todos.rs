@@ -5,7 +5,7 @@
 //! statement — one round trip, prepared once per connection — and the same
 //! statement reports the backend's pid for the `X-Backend-Pid` header.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sea_orm::entity::prelude::*;
 use sea_orm::{FromQueryResult, QueryResult};
@@ -39,13 +39,18 @@ pub struct SleptRows {
     pub backend_pid: Option<i32>,
     /// Time from sending the statement to the last row.
     pub db_time: Duration,
+    /// Of `db_time`, the part before PostgreSQL started the statement: the
+    /// wait for a server connection inside a pooler (PgBouncer), plus one
+    /// network hop without one.
+    pub before_start: Duration,
 }
 
 /// `MATERIALIZED` makes the sleep run exactly once, before any row is read,
 /// whatever join order the planner picks.
 const LIST_AFTER_SLEEP_SQL: &str = "\
-WITH slept AS MATERIALIZED (SELECT pg_backend_pid() AS backend_pid FROM pg_sleep($1)) \
-SELECT slept.backend_pid, t.id, t.title, t.done, t.priority \
+WITH slept AS MATERIALIZED (SELECT pg_backend_pid() AS backend_pid, \
+  (extract(epoch FROM statement_timestamp()) * 1000000)::int8 AS started_us FROM pg_sleep($1)) \
+SELECT slept.backend_pid, t.id, t.title, t.done, t.priority, slept.started_us \
 FROM slept CROSS JOIN todos t ORDER BY t.id";
 
 /// `SELECT pg_sleep(seconds)`, then every todo in id order.
@@ -58,9 +63,11 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
         db.statement = LIST_AFTER_SLEEP_SQL,
         db.sleep_seconds = seconds,
         db.backend_pid = Empty,
+        db.pooler_wait_ms = Empty,
         otel.status_code = Empty,
     );
     let started = Instant::now();
+    let sent_at = SystemTime::now();
     let result = lease
         .run(async |conn| {
             sqlx::query(LIST_AFTER_SLEEP_SQL)
@@ -80,6 +87,9 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
     if let Some(pid) = backend_pid {
         span.record("db.backend_pid", i64::from(pid));
     }
+    let started_us: Option<i64> = pg_rows.first().and_then(|r| r.try_get("started_us").ok());
+    let before_start = before_start(sent_at, started_us, db_time);
+    span.record("db.pooler_wait_ms", before_start.as_secs_f64() * 1000.0);
     let rows = pg_rows
         .into_iter()
         .map(|row| Model::from_query_result(&QueryResult::from(row), ""))
@@ -89,5 +99,18 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
         rows,
         backend_pid,
         db_time,
+        before_start,
     })
+}
+
+/// From sending to the server's `statement_timestamp()`, within `[0, db_time]`
+/// (the two clocks are the same host's in compose; elsewhere they may differ a little).
+fn before_start(sent_at: SystemTime, started_us: Option<i64>, db_time: Duration) -> Duration {
+    let Some(started_us) = started_us else {
+        return Duration::ZERO;
+    };
+    let sent_us = sent_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Duration::from_micros(started_us.saturating_sub(sent_us).max(0) as u64).min(db_time)
 }

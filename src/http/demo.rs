@@ -1,7 +1,9 @@
 //! `GET /test/postgres/?seconds=S` — the demo: wait for a pooled connection,
 //! `pg_sleep(S)` in PostgreSQL, read the 50 rows, answer `{"data":[…]}`.
 //! `Server-Timing` says where the time went: `pool` (waiting for a
-//! connection) and `db` (in the database).
+//! connection of the app's pool), `pooler` (from sending the statement to
+//! PostgreSQL starting it: the wait inside PgBouncer, if any) and `db` (the
+//! statement itself).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,9 +82,10 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
         .header(
             "Server-Timing",
             format!(
-                "pool;dur={:.1}, db;dur={:.1}",
+                "pool;dur={:.1}, pooler;dur={:.1}, db;dur={:.1}",
                 ms(pool_wait),
-                ms(slept.db_time)
+                ms(slept.before_start),
+                ms(slept.db_time - slept.before_start)
             ),
         )
         .body(body);

@@ -52,6 +52,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::PoolTimeout { .. } => "pool_timeout",
             ApiError::Db(DbError::Refused) => "db_refused",
+            ApiError::Db(DbError::PoolerRefused) => "pooler_refused",
+            ApiError::Db(DbError::PoolerTimeout) => "pooler_timeout",
             ApiError::Db(DbError::Unavailable(_)) => "db_unavailable",
             ApiError::Db(DbError::StatementTimeout) => "statement_timeout",
             ApiError::Db(DbError::Other(_)) => "internal",
@@ -66,7 +68,12 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::PoolTimeout { .. } | ApiError::Overloaded { .. } => Some(1),
-            ApiError::Db(DbError::Refused | DbError::Unavailable(_)) => Some(1),
+            ApiError::Db(
+                DbError::Refused
+                | DbError::Unavailable(_)
+                | DbError::PoolerRefused
+                | DbError::PoolerTimeout,
+            ) => Some(1),
             _ => None,
         }
     }

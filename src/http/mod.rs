@@ -26,17 +26,21 @@ pub struct AppState {
     /// `MAX_IN_FLIGHT` permits; a demo request that finds none is answered 503 at once.
     pub in_flight: Arc<Semaphore>,
     pub request_durations: crate::metrics::RequestDurations,
+    /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
+    pub replica_header: Option<poem::http::HeaderValue>,
     migrated: AtomicBool,
 }
 
 impl AppState {
     pub fn new(settings: Settings, pool: Pool) -> AppState {
         let permits = settings.server.max_in_flight;
+        let replica_header = poem::http::HeaderValue::from_str(&settings.database.replica).ok();
         AppState {
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
             request_durations: Default::default(),
+            replica_header,
             migrated: AtomicBool::new(false),
         }
     }

@@ -82,7 +82,11 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
             .call(req)
             .instrument(span.clone())
             .map(move |answer| {
-                let resp = answer.unwrap_or_else(super::error_response);
+                let mut resp = answer.unwrap_or_else(super::error_response);
+                // Which replica answered, behind a load balancer.
+                if let Some(replica) = state.replica_header.clone() {
+                    resp.headers_mut().insert("X-Replica", replica);
+                }
                 log_request(&span, &state, &method, route, started.elapsed(), &resp);
                 Ok(resp)
             })

@@ -12,6 +12,8 @@ use poem::web::{Data, Json};
 use poem::{handler, IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::contract::{Configured, PoolReport, Postgres};
+
 use super::AppState;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,6 +49,7 @@ pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
         state.pool.wait_time(),
         &state.request_durations,
         state.pool.monitor().last_sample().as_ref(),
+        state.pool.pooler().and_then(|p| p.last()).as_ref(),
     );
     Response::builder()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
@@ -54,45 +57,62 @@ pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
 }
 
 #[handler]
-pub async fn pool(state: Data<&Arc<AppState>>) -> Json<Value> {
+pub async fn pool(state: Data<&Arc<AppState>>) -> Json<PoolReport> {
     Json(pool_report(&state).await)
 }
 
-/// The body of `/pool`; also what the client reads to predict the waves.
-pub async fn pool_report(state: &AppState) -> Value {
+/// The body of `/pool`; also what the client reads to predict the run.
+pub async fn pool_report(state: &AppState) -> PoolReport {
     let db = &state.settings.database;
-    let live = state.pool.live();
     let server = state.pool.monitor().sample().await;
-    let (postgres, concurrency) = match &server {
-        Ok(limits) => {
-            let grantable = limits.grantable_to_pool();
-            (
-                json!({
-                    "max_connections": limits.max_connections,
-                    "reserved": limits.reserved,
-                    "backends_total": limits.backends_total,
-                    "backends_service": limits.backends_service,
-                    "grantable_to_pool": grantable,
-                }),
-                json!(db.pool_max().min(grantable)),
-            )
-        }
-        Err(e) => (json!({ "error": e.to_string() }), Value::Null),
+    let pooler = match state.pool.pooler() {
+        Some(p) => Some(p.read().await),
+        None => None,
     };
-    json!({
-        "configured": {
-            "pool_size": db.pool_size,
-            "max_overflow": db.max_overflow,
-            "pool_max": db.pool_max(),
-            "pool_timeout_s": db.pool_timeout.as_secs_f64(),
-            "overflow_idle_timeout_s": db.overflow_idle_timeout.as_secs_f64(),
-            "pool_recycle_s": db.pool_recycle.as_secs_f64(),
-            "statement_timeout_s": db.statement_timeout.as_secs_f64(),
-            "sleep_seconds": state.settings.demo.sleep_seconds,
-            "sleep_max": state.settings.demo.sleep_max,
+    let (pooler, pooler_error) = match pooler {
+        None => (None, None),
+        Some(Ok(report)) => (Some(report), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+    };
+    let topology = crate::report::topology(db, server.as_ref().ok(), pooler.as_ref());
+    let budget = topology.budget();
+    let (postgres, postgres_error, replicas) = match server {
+        Ok(limits) => (
+            Some(Postgres {
+                max_connections: limits.max_connections,
+                reserved: limits.reserved,
+                backends_total: limits.backends_total,
+                backends_service: limits.backends_service,
+                backends_service_all: limits.backends_service_all,
+                grantable_to_pool: limits.grantable_to_pool(),
+                grantable_to_service: limits.grantable_to_service(),
+            }),
+            None,
+            limits.replicas,
+        ),
+        Err(e) => (None, Some(e.to_string()), Vec::new()),
+    };
+    let known = postgres.is_some();
+    PoolReport {
+        configured: Configured {
+            replica: db.replica.clone(),
+            pool_size: db.pool_size,
+            max_overflow: db.max_overflow,
+            pool_max: db.pool_max(),
+            pool_timeout_s: db.pool_timeout.as_secs_f64(),
+            overflow_idle_timeout_s: db.overflow_idle_timeout.as_secs_f64(),
+            pool_recycle_s: db.pool_recycle.as_secs_f64(),
+            statement_timeout_s: db.statement_timeout.as_secs_f64(),
+            sleep_seconds: state.settings.demo.sleep_seconds,
+            sleep_max: state.settings.demo.sleep_max,
         },
-        "live": live,
-        "postgres": postgres,
-        "concurrency": concurrency,
-    })
+        live: state.pool.live(),
+        postgres,
+        postgres_error,
+        replicas,
+        pooler,
+        pooler_error,
+        budget: known.then_some(budget),
+        concurrency: known.then_some(budget.concurrency),
+    }
 }

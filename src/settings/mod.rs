@@ -33,6 +33,13 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     // A file holding the password (e.g. a compose secret); replaces the
     // password in DATABASE_URL, so the URL in the environment holds none.
     ("DATABASE_PASSWORD_FILE", None),
+    // Where the monitor connection goes when DATABASE_URL points at a pooler
+    // (PgBouncer): straight to PostgreSQL. Unset: DATABASE_URL.
+    ("MONITOR_DATABASE_URL", None),
+    // PgBouncer's admin console (database `pgbouncer`), read for SHOW POOLS.
+    ("PGBOUNCER_ADMIN_URL", None),
+    // This replica's name in `application_name` and `X-Replica`. Unset: the host name.
+    ("REPLICA_NAME", None),
     ("DB_POOL_SIZE", Some("10")),
     ("DB_MAX_OVERFLOW", Some("10")),
     ("DB_POOL_TIMEOUT", Some("30")),
@@ -64,6 +71,12 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: DatabaseUrl,
+    /// Straight to PostgreSQL, even when `url` goes through a pooler.
+    pub monitor_url: DatabaseUrl,
+    /// PgBouncer's admin console, when there is a pooler.
+    pub pooler_admin_url: Option<DatabaseUrl>,
+    /// Which replica this is (`REPLICA_NAME`, else the host name).
+    pub replica: String,
     pub pool_size: u32,
     pub max_overflow: u32,
     pub pool_timeout: Duration,

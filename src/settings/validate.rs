@@ -24,7 +24,17 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
         raw,
         errors: Vec::new(),
     };
-    let url = v.database_url();
+    let password = v.password_file();
+    let url = v.database_url("DATABASE_URL", &password);
+    let monitor_url = match raw.get("MONITOR_DATABASE_URL") {
+        Some(_) => v.database_url("MONITOR_DATABASE_URL", &password),
+        None => url.clone(),
+    };
+    let pooler_admin_url = match raw.get("PGBOUNCER_ADMIN_URL") {
+        Some(_) => v.database_url("PGBOUNCER_ADMIN_URL", &password).map(Some),
+        None => Some(None),
+    };
+    let replica = v.replica_name();
     let pool_size = v.whole("DB_POOL_SIZE", 0, MAX_POOL_PART);
     let max_overflow = v.whole("DB_MAX_OVERFLOW", 0, MAX_POOL_PART);
     let pool_timeout = v.seconds("DB_POOL_TIMEOUT", MIN_TIMEOUT);
@@ -94,6 +104,9 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
     Ok(Settings {
         database: DatabaseSettings {
             url: url.expect("validated"),
+            monitor_url: monitor_url.expect("validated"),
+            pooler_admin_url: pooler_admin_url.expect("validated"),
+            replica: replica.expect("validated"),
             pool_size: pool_size.expect("validated") as u32,
             max_overflow: max_overflow.expect("validated") as u32,
             pool_timeout: pool_timeout.expect("validated"),
@@ -120,6 +133,13 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
             service_name,
         },
     })
+}
+
+/// The machine's host name (in a container, its id), or `local`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "local".to_owned())
 }
 
 struct Validator<'a> {
@@ -172,35 +192,70 @@ impl Validator<'_> {
         }
     }
 
-    fn database_url(&mut self) -> Option<DatabaseUrl> {
-        let url = match DatabaseUrl::parse(self.raw("DATABASE_URL")) {
-            Ok(url) => url,
-            Err(why) => {
-                self.error("DATABASE_URL", why);
-                return None;
-            }
-        };
+    /// The password from `DATABASE_PASSWORD_FILE`, if set; `Err` when the
+    /// file cannot be read (reported once here).
+    fn password_file(&mut self) -> Result<Option<String>, ()> {
         let Some(path) = self.raw.get("DATABASE_PASSWORD_FILE").cloned() else {
-            return Some(url);
+            return Ok(None);
         };
-        let password = match std::fs::read_to_string(&path) {
-            Ok(p) => p.trim_end_matches(['\r', '\n']).to_owned(),
+        match std::fs::read_to_string(&path) {
+            Ok(p) => Ok(Some(p.trim_end_matches(['\r', '\n']).to_owned())),
             Err(e) => {
                 let msg =
                     format!("expected a readable file holding the password, got \"{path}\" ({e})");
                 self.error("DATABASE_PASSWORD_FILE", msg);
-                return None;
-            }
-        };
-        match url.with_password(&password) {
-            Ok(url) => Some(url),
-            Err(why) => {
-                self.error("DATABASE_PASSWORD_FILE", why);
-                None
+                Err(())
             }
         }
     }
 
+    /// A `postgres://` URL variable, with the password file's password.
+    fn database_url(
+        &mut self,
+        name: &'static str,
+        password: &Result<Option<String>, ()>,
+    ) -> Option<DatabaseUrl> {
+        let url = match DatabaseUrl::parse(self.raw(name)) {
+            Ok(url) => url,
+            Err(why) => {
+                self.error(name, why);
+                return None;
+            }
+        };
+        match password {
+            Ok(None) => Some(url),
+            Err(()) => None,
+            Ok(Some(password)) => match url.with_password(password) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    self.error("DATABASE_PASSWORD_FILE", format!("{name}: {why}"));
+                    None
+                }
+            },
+        }
+    }
+
+    /// `REPLICA_NAME`, else the host name (a container's id, a pod's name).
+    fn replica_name(&mut self) -> Option<String> {
+        let given = self.raw.get("REPLICA_NAME").cloned();
+        let name = given.clone().unwrap_or_else(host_name);
+        let fits = (1..=40).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if fits {
+            return Some(name);
+        }
+        if given.is_some() {
+            let msg = format!(
+                "expected 1 to 40 letters, digits, '-', '_' or '.', got \"{}\"",
+                name.escape_default()
+            );
+            self.error("REPLICA_NAME", msg);
+            return None;
+        }
+        Some("local".to_owned())
+    }
     fn log_filter(&mut self) -> Option<String> {
         let raw = self.raw("RUST_LOG").to_owned();
         match tracing_subscriber::EnvFilter::try_new(&raw) {

@@ -16,7 +16,7 @@ fn service_pids(cluster: &Cluster, db: &str) -> BTreeSet<u32> {
             "postgres",
             &format!(
                 "SELECT pid FROM pg_stat_activity WHERE datname = '{db}' \
-                 AND application_name = 'poolscope'"
+                 AND application_name LIKE 'poolscope:%'"
             ),
         )
         .lines()
@@ -144,7 +144,10 @@ async fn a_refused_connection_is_answered_at_once_and_the_verdict_matches() {
     assert!(refused_by < 1.0, "refusals came by {refused_by} s: {r}");
     assert_eq!(r["expectation"]["refused"], 2, "{r}");
     assert_eq!(r["expectation"]["limited_by"], "PostgreSQL", "{r}");
-    assert_eq!(r["expectation"]["verdict"], "matches", "{r}");
+    assert_eq!(
+        r["expectation"]["verdict"], "matches (limited by PostgreSQL)",
+        "{r}"
+    );
     eprintln!(
         "measured: 2 × db_refused by {refused_by:.2} s, 6 × 200 at {:.2} s",
         waves[1]["last_s"]

@@ -97,7 +97,7 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
     loop {
         let sleeping = sleeping_backends(cluster, &app.db_name);
         let service: u32 = cluster
-            .sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'poolscope'", app.db_name))
+            .sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name LIKE 'poolscope:%'", app.db_name))
             .parse()
             .unwrap();
         if sleeping == 0 && service <= 10 {

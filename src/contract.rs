@@ -1,0 +1,151 @@
+//! The wire format of `GET /pool`, one set of types owned by neither side:
+//! the service serialises [`PoolReport`], the client and the tests
+//! deserialise the same type, so a renamed field fails to compile instead of
+//! failing at a user's terminal.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::budget::{Budget, Layer};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolReport {
+    pub configured: Configured,
+    pub live: Live,
+    /// `None` when PostgreSQL could not be asked (see `postgres_error`).
+    pub postgres: Option<Postgres>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_error: Option<String>,
+    /// Replicas seen (each holds a monitor connection) and their pools' backends.
+    pub replicas: Vec<ReplicaBackends>,
+    /// PgBouncer's figures, when the service goes through one.
+    pub pooler: Option<PoolerReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooler_error: Option<String>,
+    /// The whole topology's budget (see [`crate::budget`]).
+    pub budget: Option<Budget>,
+    /// Requests served at once: `budget.concurrency`.
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Configured {
+    pub replica: String,
+    pub pool_size: u32,
+    pub max_overflow: u32,
+    pub pool_max: u32,
+    pub pool_timeout_s: f64,
+    pub overflow_idle_timeout_s: f64,
+    pub pool_recycle_s: f64,
+    pub statement_timeout_s: f64,
+    pub sleep_seconds: f64,
+    pub sleep_max: f64,
+}
+
+/// What this replica's pool holds right now.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Live {
+    /// Connections open (idle + in use).
+    pub open: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    /// Requests waiting for a connection.
+    pub waiting: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Postgres {
+    pub max_connections: u32,
+    pub reserved: u32,
+    pub backends_total: u32,
+    /// This replica's pool.
+    pub backends_service: u32,
+    /// Every replica's pool (or the pooler's server connections for them).
+    pub backends_service_all: u32,
+    /// Slots this replica's pool can get / all replicas together.
+    pub grantable_to_pool: u32,
+    pub grantable_to_service: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaBackends {
+    pub name: String,
+    pub backends: u32,
+}
+
+/// What PgBouncer holds and who waits, for the service's database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolerReport {
+    pub pool_mode: String,
+    pub default_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub max_client_conn: u32,
+    pub query_wait_timeout_s: f64,
+    /// Client connections running a transaction / waiting for a server connection.
+    pub cl_active: u32,
+    pub cl_waiting: u32,
+    /// Server connections in use / idle / just used.
+    pub sv_active: u32,
+    pub sv_idle: u32,
+    pub sv_used: u32,
+    /// The oldest waiting client's wait.
+    pub maxwait_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_survives_a_round_trip() {
+        let report = PoolReport {
+            configured: Configured {
+                replica: "web-1".into(),
+                pool_size: 10,
+                max_overflow: 10,
+                pool_max: 20,
+                pool_timeout_s: 30.0,
+                overflow_idle_timeout_s: 0.0,
+                pool_recycle_s: 1800.0,
+                statement_timeout_s: 65.0,
+                sleep_seconds: 5.0,
+                sleep_max: 60.0,
+            },
+            live: Live {
+                open: 10,
+                idle: 10,
+                in_use: 0,
+                waiting: 0,
+            },
+            postgres: Some(Postgres {
+                max_connections: 40,
+                reserved: 3,
+                backends_total: 33,
+                backends_service: 10,
+                backends_service_all: 30,
+                grantable_to_pool: 14,
+                grantable_to_service: 34,
+            }),
+            postgres_error: None,
+            replicas: vec![ReplicaBackends {
+                name: "web-1".into(),
+                backends: 10,
+            }],
+            pooler: None,
+            pooler_error: None,
+            budget: Some(
+                crate::budget::Topology {
+                    replicas: 3,
+                    pool_max: 20,
+                    pooler_pool: None,
+                    grantable: Some(34),
+                }
+                .budget(),
+            ),
+            concurrency: Some(34),
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        assert!(text.contains(r#""limited_by":"PostgreSQL""#), "{text}");
+        let back: PoolReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report);
+    }
+}

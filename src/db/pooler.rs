@@ -1,0 +1,135 @@
+//! PgBouncer's side of the budget, read from its admin console (the virtual
+//! database `pgbouncer`, as a `stats_users` login): `SHOW CONFIG` for the
+//! pool it keeps per database and user, `SHOW POOLS` for who is waiting.
+//!
+//! The admin console speaks only the simple query protocol, so this uses
+//! `raw_sql` and reads every value as text.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::Mutex;
+
+use super::errors::DbError;
+pub use crate::contract::PoolerReport;
+use crate::settings::DatabaseSettings;
+
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Pooler {
+    options: PgConnectOptions,
+    database: String,
+    connect_timeout: Duration,
+    conn: Mutex<Option<PgConnection>>,
+    last: std::sync::Mutex<Option<PoolerReport>>,
+}
+
+impl Pooler {
+    /// `None` when no `PGBOUNCER_ADMIN_URL` is set.
+    pub fn new(settings: &DatabaseSettings) -> Option<Pooler> {
+        let admin = settings.pooler_admin_url.as_ref()?;
+        let pooled = settings.url.connect_options();
+        Some(Pooler {
+            options: admin
+                .connect_options()
+                .database("pgbouncer")
+                .disable_statement_logging(),
+            database: pooled
+                .get_database()
+                .unwrap_or(pooled.get_username())
+                .to_owned(),
+            connect_timeout: settings.connect_timeout,
+            conn: Mutex::new(None),
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Reads both views, reconnecting if needed.
+    pub async fn read(&self) -> Result<PoolerReport, DbError> {
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            let connect = self.options.connect();
+            let conn = tokio::time::timeout(self.connect_timeout, connect)
+                .await
+                .map_err(|_| {
+                    DbError::Unavailable("PgBouncer's admin console did not answer".into())
+                })?
+                .map_err(|e| DbError::from_sqlx(&e))?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().expect("just set");
+        let read = async {
+            let config = sqlx::raw_sql("SHOW CONFIG").fetch_all(&mut *conn).await?;
+            let pools = sqlx::raw_sql("SHOW POOLS").fetch_all(&mut *conn).await?;
+            Ok::<_, sqlx::Error>(report(&config, &pools, &self.database))
+        };
+        let result = match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
+            Err(_) => Err(DbError::Unavailable(
+                "PgBouncer's SHOW POOLS took over 2s".into(),
+            )),
+        };
+        if result.is_err() {
+            *slot = None;
+        }
+        *self.last.lock().expect("not poisoned") = result.as_ref().ok().cloned();
+        result
+    }
+
+    /// The most recent successful read, if the last one succeeded.
+    pub fn last(&self) -> Option<PoolerReport> {
+        self.last.lock().expect("not poisoned").clone()
+    }
+
+    pub async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// A column of a simple-protocol row (always text, whatever the declared
+/// type, hence unchecked), or "" when absent or NULL.
+fn text(row: &PgRow, column: &str) -> String {
+    row.try_get_unchecked::<Option<String>, _>(column)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn number(s: String) -> f64 {
+    s.trim().parse().unwrap_or(0.0)
+}
+
+fn report(config: &[PgRow], pools: &[PgRow], database: &str) -> PoolerReport {
+    let setting = |key: &str| {
+        config
+            .iter()
+            .find(|r| text(r, "key") == key)
+            .map_or(String::new(), |r| text(r, "value"))
+    };
+    let ours: Vec<&PgRow> = pools
+        .iter()
+        .filter(|r| text(r, "database") == database)
+        .collect();
+    let sum = |column: &str| ours.iter().map(|r| number(text(r, column))).sum::<f64>() as u32;
+    let maxwait = ours
+        .iter()
+        .map(|r| number(text(r, "maxwait")) + number(text(r, "maxwait_us")) / 1e6)
+        .fold(0.0, f64::max);
+    PoolerReport {
+        pool_mode: setting("pool_mode"),
+        default_pool_size: number(setting("default_pool_size")) as u32,
+        reserve_pool_size: number(setting("reserve_pool_size")) as u32,
+        max_client_conn: number(setting("max_client_conn")) as u32,
+        query_wait_timeout_s: number(setting("query_wait_timeout")),
+        cl_active: sum("cl_active"),
+        cl_waiting: sum("cl_waiting"),
+        sv_active: sum("sv_active"),
+        sv_idle: sum("sv_idle"),
+        sv_used: sum("sv_used"),
+        maxwait_s: maxwait,
+    }
+}
