@@ -39,7 +39,8 @@ pub async fn migrate_once(settings: &crate::settings::DatabaseSettings) -> Resul
     use migration::{Migrator, MigratorTrait};
     use std::time::Duration;
 
-    let mut opts = sea_orm::ConnectOptions::new(settings.url.expose());
+    // Straight to PostgreSQL: DDL does not belong in a transaction pooler.
+    let mut opts = sea_orm::ConnectOptions::new(settings.monitor_url.expose());
     opts.min_connections(0)
         .max_connections(2)
         .acquire_timeout(settings.pool_timeout.max(Duration::from_secs(30)))

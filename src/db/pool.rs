@@ -319,6 +319,13 @@ impl Pool {
             }
             // A connection may have come back while this request waited.
             if self.must_open() {
+                if self
+                    .inner
+                    .monitor
+                    .refused_lately(super::server_info::PROBE_TTL)
+                {
+                    return Waited::Failed(DbError::Refused);
+                }
                 match Box::pin(self.inner.monitor.attempt()).await {
                     ProbeOutcome::Accepted => {}
                     ProbeOutcome::Refused => return Waited::Failed(DbError::Refused),

@@ -82,6 +82,8 @@ pub struct Monitor {
     conn: Mutex<Option<PgConnection>>,
     last_sample: std::sync::Mutex<Option<ServerLimits>>,
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
+    /// When the latest [`Monitor::attempt`] was refused, if it was.
+    last_refusal: std::sync::Mutex<Option<Instant>>,
 }
 
 const LIMITS_SQL: &str = "\
@@ -118,6 +120,7 @@ impl Monitor {
             conn: Mutex::new(None),
             last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
+            last_refusal: std::sync::Mutex::new(None),
         }
     }
 
@@ -216,14 +219,27 @@ impl Monitor {
     /// One direct connection attempt, closed at once: can a new connection
     /// be made right now, and if not, why?
     pub async fn attempt(&self) -> ProbeOutcome {
-        match self.connect_with(&self.attempt_options).await {
+        let outcome = match self.connect_with(&self.attempt_options).await {
             Ok(conn) => {
                 let _ = conn.close().await;
                 ProbeOutcome::Accepted
             }
             Err(DbError::Refused) => ProbeOutcome::Refused,
             Err(e) => ProbeOutcome::Failed(e),
-        }
+        };
+        let refused = matches!(outcome, ProbeOutcome::Refused).then(Instant::now);
+        *self.last_refusal.lock().expect("not poisoned") = refused;
+        outcome
+    }
+
+    /// Whether the latest attempt, less than `within` ago, was refused: a
+    /// burst of requests that all need a new connection from a full server
+    /// need not fork a backend each to hear the same answer.
+    pub fn refused_lately(&self, within: Duration) -> bool {
+        self.last_refusal
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// [`Self::attempt`], made at most once per [`PROBE_TTL`]; callers in
