@@ -38,7 +38,9 @@ unset DATABASE_URL DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_OVERFLOW_IDLE
   APP_PORT MAX_IN_FLIGHT SHUTDOWN_GRACE POSTGRES_MAX_CONNECTIONS POSTGRES_PASSWORD \
   POOLSCOPE_DB_PASSWORD POSTGRES_PORT RUST_LOG LOG_FORMAT OTEL_EXPORTER_OTLP_ENDPOINT \
   OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_PROTOCOL TARGET_URL COMPOSE_FILE COMPOSE_PROFILES \
-  COMPOSE_PROJECT_NAME JAEGER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE
+  COMPOSE_PROJECT_NAME JAEGER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE APP_REPLICAS REPLICA_NAME \
+  MONITOR_DATABASE_URL PGBOUNCER_ADMIN_URL PGBOUNCER_POOL_MODE PGBOUNCER_DEFAULT_POOL_SIZE \
+  PGBOUNCER_MAX_CLIENT_CONN PGBOUNCER_RESERVE_POOL_SIZE PGBOUNCER_QUERY_WAIT_TIMEOUT
 
 # ---------------------------------------------------------------------------
 step "docker engine and compose v2"
@@ -59,9 +61,12 @@ else
   [ -f "$shared/scripts/standin-images.sh" ] || die "no $shared/scripts/standin-images.sh"
   # Another copy may be running already (a machine set-up step): let it finish.
   for _ in $(seq 1 120); do pgrep -f standin-images.sh >/dev/null || break; sleep 5; done
-  # PostgreSQL 17, as users get it from postgres:17.
-  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 || die "standin-images.sh failed"
+  # PostgreSQL 17, as users get it from postgres:17; HAProxy and Debian 13
+  # (PgBouncer's base) for the replicas and pooler scenarios.
+  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 haproxy trixie || die "standin-images.sh failed"
   export POSTGRES_IMAGE=poolscope-standin/postgres:17
+  export HAPROXY_IMAGE=poolscope-standin/haproxy:3.0
+  export TRIXIE_IMAGE=poolscope-standin/debian:trixie-slim
   export RUST_IMAGE=poolscope-standin/rust:bookworm
   export RUNTIME_IMAGE=poolscope-standin/debian:bookworm-slim
 fi
@@ -188,7 +193,9 @@ services=$(docker compose --profile observability config --services | sort | tr 
 for s in db app-secrets app jaeger prometheus grafana; do
   case " $services" in *" $s "*) ;; *) die "service $s missing from the observability profile: $services" ;; esac
 done
-pass "valid; observability profile: $services"
+COMPOSE_FILE=docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml docker compose --profile tools config -q \
+  || die "compose file invalid with the replicas and pgbouncer overlays"
+pass "valid; observability profile: $services; replicas + pgbouncer overlays valid"
 
 step "docker compose build (release build of the service; several minutes on 2 cores)"
 build_log=$work/.build.log
@@ -521,6 +528,119 @@ code=$(docker inspect -f '{{.State.ExitCode}}' "$app_id")
 [ "$code" = 0 ] || die "app exited with $code (137 = killed after the grace period)"
 pass "app exited 0 in ${took}s"
 measured "'docker compose stop app' (idle service) took ${took} s, exit code $code (stop_grace_period 30 s, SHUTDOWN_GRACE 20 s)"
+
+# ---------------------------------------------------------------------------
+# Waits until /pool (through whatever answers on the published port) sees $1
+# replicas and, with $2 = pooler, PgBouncer's figures.
+wait_topology() {
+  python3 - "$app_port" "$1" "${2:-}" <<'PY' || die "the topology never showed in /pool"
+import json, sys, time, urllib.request
+port, want, pooler = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "pooler"
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%s/pool" % port, timeout=5) as r:
+            p = json.load(r)
+        if len(p["replicas"]) == want and (p["pooler"] is not None) == pooler and p["budget"]:
+            print("   /pool: %d replicas, budget %s, pooler %s" % (want, p["budget"], p["pooler"]))
+            break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(1)
+    time.sleep(0.5)
+PY
+}
+
+step "scenario 3, replicas: .env COMPOSE_FILE=docker-compose.yml:compose.replicas.yml, APP_REPLICAS=3, POSTGRES_MAX_CONNECTIONS=40"
+# 3 × (10 + 10) = 60 > 40 − 3 reserved − 3 monitors = 34: the kept 30 and 4
+# overflow are served, the rest refused at once.
+base_env
+set_env COMPOSE_FILE docker-compose.yml:compose.replicas.yml
+set_env APP_REPLICAS 3
+set_env POSTGRES_MAX_CONNECTIONS 40
+timeout 300 docker compose up -d --wait --remove-orphans || die "stack with 3 replicas did not become healthy"
+[ "$(docker compose ps -q app | wc -l)" = 3 ] || die "expected 3 app containers"
+wait_topology 3
+pass "3 app replicas healthy behind HAProxy on 127.0.0.1:$app_port"
+
+step "scenario 3: docker compose run client 100 --json (through HAProxy, straight to PostgreSQL)"
+run_client "$work/s3.json" 100 --json
+check_report "$work/s3.json" 'st == {"200": 34, "503": 66}' 'err == {"db_refused": 66}' \
+  'len(r["replicas"]) == 3 and sum(r["replicas"].values()) == 100' \
+  'r["waves"][0]["ok"] == 0 and r["waves"][0]["last_s"] <= 1.0' \
+  'r["expectation"]["matches"] and r["expectation"]["limited_by"] == "PostgreSQL"' || die "scenario 3 report"
+pass "34 x 200, 66 x db_refused within 1 s, answers from 3 replicas; verdict matches (limited by PostgreSQL)"
+measured "3 replicas × 10+10, max_connections 40: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("answers per replica %s, refusals by %.2f s, served at %.2f-%.2f s" % (sorted(r["replicas"].values()), r["waves"][0]["last_s"], r["waves"][1]["first_s"], r["waves"][1]["last_s"]))' "$work/s3.json")"
+
+step "scenario 4, PgBouncer: COMPOSE_FILE=…:compose.pgbouncer.yml, PGBOUNCER_DEFAULT_POOL_SIZE=20 (transaction mode)"
+set_env COMPOSE_FILE docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml
+set_env PGBOUNCER_DEFAULT_POOL_SIZE 20
+timeout 900 docker compose build pgbouncer >"$work/.build-pgb.log" 2>&1 || { tail -n 30 "$work/.build-pgb.log" >&2; die "PgBouncer image build failed"; }
+timeout 300 docker compose up -d --wait --remove-orphans || die "stack with PgBouncer did not become healthy"
+wait_topology 3 pooler
+pgb_id=$(docker compose ps -q pgbouncer)
+[ "$(docker inspect -f '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}' "$pgb_id")" = "999:999 true" ] \
+  || die "pgbouncer should run as 999:999 on a read-only root"
+n=$(docker inspect "$pgb_id" | grep -F -c -e "$e2e_pw" || true)
+[ "$n" = 0 ] || die "docker inspect of pgbouncer shows the password"
+pass "PgBouncer $(docker compose exec -T pgbouncer pgbouncer --version 2>/dev/null | head -n 1 | awk '{print $2}') healthy (uid 999, read-only, no password in docker inspect)"
+
+step "scenario 4: docker compose run client 100 --json (3 replicas → PgBouncer 20 → PostgreSQL)"
+timeout 120 docker compose run --rm -T client 100 --json >"$work/s4.json" &
+s4_pid=$!
+python3 - "$app_port" >"$work/s4-pool.txt" <<'PY' || { wait "$s4_pid"; die "PgBouncer's figures during the run"; }
+# Mid-run, /pool must show PgBouncer's queue: 20 server connections busy, clients waiting.
+import json, sys, time, urllib.request
+deadline = time.monotonic() + 30
+while True:
+    with urllib.request.urlopen("http://127.0.0.1:%s/pool" % sys.argv[1], timeout=5) as r:
+        p = json.load(r)["pooler"]
+    if p and p["sv_active"] == 20 and p["cl_waiting"] > 0:
+        print("sv_active=%d cl_active=%d cl_waiting=%d maxwait_s=%.2f" % (p["sv_active"], p["cl_active"], p["cl_waiting"], p["maxwait_s"]))
+        break
+    if time.monotonic() > deadline:
+        print("last: %s" % p, file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.2)
+PY
+wait "$s4_pid" || die "docker compose run client 100 (PgBouncer) failed"
+check_report "$work/s4.json" 'st == {"200": 100}' 'waves == [20] * 5' \
+  'all(abs(w["last_s"] - 5 * (i + 1)) <= max(0.5, 0.5 * (i + 1)) for i, w in enumerate(r["waves"]))' \
+  'len(r["replicas"]) == 3' \
+  'r["expectation"]["matches"] and r["expectation"]["limited_by"] == "pooler"' || die "scenario 4 report"
+pass "100 x 200 in 5 waves of 20, no refusal; PgBouncer mid-run: $(cat "$work/s4-pool.txt"); verdict matches (limited by the pooler)"
+timing=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://127.0.0.1:%s/test/postgres/?seconds=0.2" % sys.argv[1], timeout=10).headers["Server-Timing"])' "$app_port")
+case "$timing" in *"pooler;dur="*) ;; *) die "Server-Timing without the pooler's share: $timing" ;; esac
+measured "3 replicas × 10+10 → PgBouncer 20 (transaction): waves $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(", ".join("%d at %.2f s" % (w["size"], w["last_s"]) for w in r["waves"]))' "$work/s4.json"); mid-run $(cat "$work/s4-pool.txt"); Server-Timing: $timing"
+
+step "fault: docker compose restart pgbouncer under load (client 20 --seconds 3)"
+timeout 120 docker compose run --rm -T client 20 --seconds 3 --json >"$work/s5.json" &
+s5_pid=$!
+sleep 1.5
+t0=$(date +%s.%N)
+timeout 60 docker compose restart -t 10 pgbouncer >/dev/null 2>&1 || die "restart pgbouncer failed"
+t_up=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(date +%s.%N)")
+recovery=$(python3 - "$app_port" <<'PY'
+import sys, time, urllib.error, urllib.request
+t0 = time.monotonic()
+while time.monotonic() - t0 < 30:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%s/test/postgres/?seconds=0" % sys.argv[1], timeout=5) as r:
+            if r.status == 200:
+                break
+    except (urllib.error.HTTPError, OSError):
+        pass
+    time.sleep(0.1)
+print("%.2f" % (time.monotonic() - t0))
+PY
+)
+wait "$s5_pid" || die "client 20 during the PgBouncer restart failed"
+check_report "$work/s5.json" 'sum(st.values()) == 20' 'set(st) <= {"200", "503"}' \
+  'set(err) <= {"db_unavailable", "pooler_refused", "pooler_timeout"}' || die "answers during the PgBouncer restart"
+python3 -c "import sys; sys.exit(0 if float('$recovery') <= 5 else 1)" || die "first 200 came $recovery s after PgBouncer was back (> 5 s)"
+pass "in-flight answers were 200 or 503 with a pooler/database kind; served again $recovery s after the restart returned"
+measured "'docker compose restart pgbouncer' with 20 requests of 3 s in flight: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["statuses"], r["errors"])' "$work/s5.json"); restart took $t_up s; first 200 $recovery s after"
 
 step "docker compose down -v"
 timeout 120 docker compose --profile tools down -v --remove-orphans || die "down -v failed"
