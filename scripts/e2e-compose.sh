@@ -618,9 +618,9 @@ step "fault: docker compose restart pgbouncer under load (client 20 --seconds 3)
 timeout 120 docker compose run --rm -T client 20 --seconds 3 --json >"$work/s5.json" &
 s5_pid=$!
 sleep 1.5
-t0=$(date +%s.%N)
+restart_began=$(date +%s.%N)
 timeout 60 docker compose restart -t 10 pgbouncer >/dev/null 2>&1 || die "restart pgbouncer failed"
-t_up=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t0" "$(date +%s.%N)")
+t_up=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$restart_began" "$(date +%s.%N)")
 recovery=$(python3 - "$app_port" <<'PY'
 import sys, time, urllib.error, urllib.request
 t0 = time.monotonic()
