@@ -10,6 +10,7 @@ pub mod db;
 pub mod http;
 pub mod metrics;
 pub mod report;
+pub mod runlog;
 pub mod secret;
 pub mod settings;
 pub mod shutdown;

@@ -76,6 +76,7 @@ struct Inner {
     /// PgBouncer's admin console, when the pool goes through one.
     pooler: Option<Pooler>,
     occupancy: Arc<Occupancy>,
+    opened: Arc<AtomicU64>,
     /// Held by the one request that is asking PostgreSQL and then opening a
     /// connection, where the server may be full (see `wait_for_connection`).
     growth: tokio::sync::Mutex<()>,
@@ -110,6 +111,9 @@ impl Pool {
     /// Builds the pool without connecting: the service starts even when the
     /// database is not up yet, and reports that per request instead.
     pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<Pool, DbError> {
+        // Connections opened over the pool's life (closed = opened − open).
+        let opened = Arc::new(AtomicU64::new(0));
+        let opened_hook = opened.clone();
         let mut opts = ConnectOptions::new(settings.url.expose());
         opts.min_connections(settings.pool_size)
             .max_connections(settings.pool_max())
@@ -126,7 +130,13 @@ impl Pool {
             .sqlx_logging(false)
             // sqlx's idle reaper would close the kept connections too; the
             // overflow rule lives in `overflow` instead.
-            .map_sqlx_postgres_pool_opts(|o| o.idle_timeout(None))
+            .map_sqlx_postgres_pool_opts(move |o| {
+                let opened = opened_hook.clone();
+                o.idle_timeout(None).after_connect(move |_conn, _meta| {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    Box::pin(async { Ok(()) })
+                })
+            })
             .map_sqlx_postgres_opts(|o| {
                 o.options([("client_connection_check_interval", CLIENT_CHECK_INTERVAL_MS)])
             });
@@ -149,6 +159,7 @@ impl Pool {
                 pooler: Pooler::new(settings),
                 settings: settings.clone(),
                 occupancy,
+                opened,
                 growth: tokio::sync::Mutex::new(()),
                 waiting: AtomicUsize::new(0),
                 timeouts: AtomicU64::new(0),
@@ -212,6 +223,11 @@ impl Pool {
             in_use: self.inner.occupancy.in_use.load(Ordering::Relaxed) as u32,
             waiting: self.inner.waiting.load(Ordering::Relaxed) as u32,
         }
+    }
+
+    /// Connections opened since start (the live page shows churn).
+    pub fn opened_total(&self) -> u64 {
+        self.inner.opened.load(Ordering::Relaxed)
     }
 
     /// The pool's numbers for `/metrics`.

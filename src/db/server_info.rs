@@ -82,6 +82,8 @@ pub struct Monitor {
     conn: Mutex<Option<PgConnection>>,
     last_sample: std::sync::Mutex<Option<ServerLimits>>,
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
+    /// When the latest sample was taken (successful or not).
+    sampled_at: std::sync::Mutex<Option<Instant>>,
     /// When the latest [`Monitor::attempt`] was refused, if it was.
     last_refusal: std::sync::Mutex<Option<Instant>>,
 }
@@ -121,6 +123,7 @@ impl Monitor {
             last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
             last_refusal: std::sync::Mutex::new(None),
+            sampled_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -168,6 +171,7 @@ impl Monitor {
             *slot = None;
         }
         *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().cloned();
+        *self.sampled_at.lock().expect("not poisoned") = Some(Instant::now());
         limits
     }
 
@@ -209,6 +213,11 @@ impl Monitor {
                 .sum(),
             replicas,
         })
+    }
+
+    /// When the latest sample was taken.
+    pub fn sampled_at(&self) -> Option<Instant> {
+        *self.sampled_at.lock().expect("not poisoned")
     }
 
     /// The most recent successful sample, if the last one succeeded.

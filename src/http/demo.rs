@@ -25,6 +25,8 @@ use crate::settings::{parse_seconds, DemoSettings};
 pub struct Timing {
     pub pool_wait: Duration,
     pub db_time: Option<Duration>,
+    /// The `pg_sleep` asked for (the live page's wave spacing).
+    pub seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -94,6 +96,7 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
             .insert("X-Backend-Pid", HeaderValue::from(pid));
     }
     resp.extensions_mut().insert(Timing {
+        seconds,
         pool_wait,
         db_time: Some(slept.db_time),
     });

@@ -11,6 +11,11 @@ use serde_json::{json, Value};
 use crate::db::errors::DbError;
 use crate::db::pool::{AcquireError, LiveCounts};
 
+/// The kind of an error answer, left in the response's extensions for the
+/// live page's record of the run.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -122,6 +127,7 @@ impl ResponseError for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        resp.extensions_mut().insert(ErrorKind(self.kind()));
         resp
     }
 }

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod disconnect;
 pub mod error;
+pub mod live;
 pub mod observe;
 pub mod server;
 pub mod status;
@@ -26,6 +27,10 @@ pub struct AppState {
     /// `MAX_IN_FLIGHT` permits; a demo request that finds none is answered 503 at once.
     pub in_flight: Arc<Semaphore>,
     pub request_durations: crate::metrics::RequestDurations,
+    /// The current run's answers, for the live page.
+    pub runlog: crate::runlog::RunLog,
+    /// A background sample for the live page is under way.
+    pub live_sampling: std::sync::atomic::AtomicBool,
     /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
     pub replica_header: Option<poem::http::HeaderValue>,
     migrated: AtomicBool,
@@ -41,6 +46,8 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(permits)),
             request_durations: Default::default(),
             replica_header,
+            runlog: Default::default(),
+            live_sampling: Default::default(),
             migrated: AtomicBool::new(false),
         }
     }
@@ -61,7 +68,9 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/healthz", get(status::healthz))
         .at("/readyz", get(status::readyz))
         .at("/pool", get(status::pool))
-        .at("/metrics", get(status::metrics));
+        .at("/metrics", get(status::metrics))
+        .at("/", get(live::page))
+        .at("/live", get(live::live));
     observe::Observed { routes, state }
 }
 
@@ -71,7 +80,9 @@ fn error_response(err: poem::Error) -> Response {
         return err.into_response();
     }
     let api = if err.is::<NotFoundError>() {
-        ApiError::NotFound("this path; try /test/postgres/, /pool, /healthz, /readyz".into())
+        ApiError::NotFound(
+            "this path; try /, /test/postgres/, /pool, /live, /healthz, /readyz, /metrics".into(),
+        )
     } else if err.is::<MethodNotAllowedError>() {
         ApiError::MethodNotAllowed
     } else {

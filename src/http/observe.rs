@@ -15,6 +15,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::demo::Timing;
+use super::error::ErrorKind;
 use super::AppState;
 
 /// The route label: known routes by name, everything else as `other`, so a
@@ -26,6 +27,8 @@ pub fn route_of(path: &str) -> &'static str {
         "/readyz" => "/readyz",
         "/pool" => "/pool",
         "/metrics" => "/metrics",
+        "/" => "/",
+        "/live" => "/live",
         _ => "other",
     }
 }
@@ -78,6 +81,8 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
         span.set_parent(parent);
         let state = self.state.clone();
         req.extensions_mut().insert(state.clone());
+        // The live page's record of the run: demo requests only.
+        let in_flight = (route == "/test/postgres/").then(|| state.runlog.arrived());
         self.routes
             .call(req)
             .instrument(span.clone())
@@ -88,6 +93,11 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
                     resp.headers_mut().insert("X-Replica", replica);
                 }
                 log_request(&span, &state, &method, route, started.elapsed(), &resp);
+                if let Some(in_flight) = in_flight {
+                    let kind = resp.extensions().get::<ErrorKind>().map(|k| k.0);
+                    let seconds = resp.extensions().get::<Timing>().map(|t| t.seconds);
+                    in_flight.answered(resp.status().as_u16(), kind, seconds);
+                }
                 Ok(resp)
             })
     }

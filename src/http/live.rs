@@ -1,0 +1,125 @@
+//! `GET /` — the live page — and `GET /live`, the JSON it polls four times a
+//! second: this replica's pool, PostgreSQL's slots, the budget and the
+//! current run's answers (only the ones the page has not seen yet). Nothing
+//! here queries the database per poll: PostgreSQL's side is the monitor's
+//! last sample, refreshed in the background at most once a second while
+//! someone watches. The page is embedded in the binary: no CDN, no fonts,
+//! the stack runs offline.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::web::{Data, Json, Query};
+use poem::{handler, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use crate::budget::Budget;
+use crate::runlog::RunView;
+
+const PAGE: &str = include_str!("live.html");
+
+/// PostgreSQL's side is refreshed at most this often while the page polls.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+#[handler]
+pub fn page() -> Response {
+    Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .header("Cache-Control", "no-store")
+        .body(PAGE)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Since {
+    #[serde(default)]
+    run: u64,
+    #[serde(default)]
+    after: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LiveView {
+    replica: String,
+    sleep_seconds: f64,
+    pool_timeout_s: f64,
+    pool: PoolView,
+    postgres: Option<PgView>,
+    budget: Option<Budget>,
+    run: RunView,
+}
+
+#[derive(Debug, Serialize)]
+struct PoolView {
+    size: u32,
+    max: u32,
+    open: u32,
+    idle: u32,
+    in_use: u32,
+    waiting: u32,
+    opened: u64,
+    closed: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct PgView {
+    max_connections: u32,
+    reserved: u32,
+    backends_total: u32,
+    backends_service: u32,
+    grantable: u32,
+}
+
+#[handler]
+pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> {
+    refresh_server_sample(&state);
+    let db = &state.settings.database;
+    let live = state.pool.live();
+    let opened = state.pool.opened_total();
+    let server = state.pool.monitor().last_sample();
+    let pooler = state.pool.pooler().and_then(|p| p.last());
+    let budget = server
+        .as_ref()
+        .map(|s| crate::report::topology(db, Some(s), pooler.as_ref()).budget());
+    Json(LiveView {
+        replica: db.replica.clone(),
+        sleep_seconds: state.settings.demo.sleep_seconds,
+        pool_timeout_s: db.pool_timeout.as_secs_f64(),
+        pool: PoolView {
+            size: db.pool_size,
+            max: db.pool_max(),
+            open: live.open,
+            idle: live.idle,
+            in_use: live.in_use,
+            waiting: live.waiting,
+            opened,
+            closed: opened.saturating_sub(u64::from(live.open)),
+        },
+        postgres: server.map(|s| PgView {
+            max_connections: s.max_connections,
+            reserved: s.reserved,
+            backends_total: s.backends_total,
+            backends_service: s.backends_service_all,
+            grantable: s.grantable_to_service(),
+        }),
+        budget,
+        run: state.runlog.view(since.run, since.after),
+    })
+}
+
+/// One background sample at a time, at most once per [`SAMPLE_EVERY`].
+fn refresh_server_sample(state: &Arc<AppState>) {
+    let due = state
+        .pool
+        .monitor()
+        .sampled_at()
+        .is_none_or(|at| at.elapsed() >= SAMPLE_EVERY);
+    if due && !state.live_sampling.swap(true, Ordering::AcqRel) {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _ = state.pool.monitor().sample().await;
+            state.live_sampling.store(false, Ordering::Release);
+        });
+    }
+}
