@@ -26,6 +26,10 @@ pub struct ClientArgs {
     /// Print the summary only, not a line per response.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also write a picture of the run: one self-contained HTML file
+    /// (`-` = standard output; the usual output then goes to standard error).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// Most requests one process will try (each needs a file descriptor).

@@ -7,6 +7,7 @@ pub mod burst;
 pub mod expect;
 pub mod http;
 pub mod limits;
+pub mod picture;
 pub mod render;
 pub mod summary;
 
@@ -51,6 +52,22 @@ pub async fn run(args: ClientArgs) -> ExitCode {
     let run = burst::fire(&target, args.n, Duration::from_secs_f64(timeout), &mode).await;
     let report = summary::Report::new(&target, args.n, &run, sleep, server.as_ref());
     mode.footer(&run, &report);
+    if let Some(path) = &args.report {
+        let page = picture::html(&report, &run.outcomes);
+        let written = if path.as_os_str() == "-" {
+            use std::io::Write;
+            std::io::stdout().write_all(page.as_bytes())
+        } else {
+            std::fs::write(path, page)
+        };
+        if let Err(e) = written {
+            eprintln!(
+                "poolscope client: cannot write --report {}: {e}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     if run.interrupted {
         ExitCode::from(EXIT_INTERRUPTED)
     } else {

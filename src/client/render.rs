@@ -16,6 +16,8 @@ pub struct Mode {
     lines: bool,
     json: bool,
     progress: bool,
+    /// `--report -` takes standard output; everything else goes to stderr.
+    to_stderr: bool,
 }
 
 impl Mode {
@@ -25,12 +27,21 @@ impl Mode {
             lines,
             json: args.json,
             progress: !lines && args.n >= PROGRESS_FROM && std::io::stderr().is_terminal(),
+            to_stderr: args.report.as_deref() == Some(std::path::Path::new("-")),
+        }
+    }
+
+    fn emit(&self, text: std::fmt::Arguments) {
+        if self.to_stderr {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
         }
     }
 
     pub fn header(&self, n: usize, target: &Target) {
         if !self.json {
-            println!("Sending {n} requests for {}...", target.url);
+            self.emit(format_args!("Sending {n} requests for {}...\n", target.url));
         }
     }
 
@@ -42,7 +53,7 @@ impl Mode {
             Ok(reply) => reply.status.to_string(),
             Err(e) => format!("ERR {}", e.words()),
         };
-        println!("\t@ {:5.2}s got response [{what}]", o.at);
+        self.emit(format_args!("\t@ {:5.2}s got response [{what}]\n", o.at));
     }
 
     pub fn progress(&self, done: usize, n: usize) {
@@ -66,17 +77,15 @@ impl Mode {
 
     pub fn footer(&self, run: &Run, report: &Report) {
         if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(report).expect("report serialises")
-            );
+            let json = serde_json::to_string_pretty(report).expect("report serialises");
+            self.emit(format_args!("{json}\n"));
             return;
         }
         if self.lines {
-            println!("\t= {:5.2}s TOTAL", run.elapsed);
+            self.emit(format_args!("\t= {:5.2}s TOTAL\n", run.elapsed));
         }
-        println!("SUM TOTAL = {:.2}s", run.elapsed);
-        print!("{}", summary_text(report));
+        self.emit(format_args!("SUM TOTAL = {:.2}s\n", run.elapsed));
+        self.emit(format_args!("{}", summary_text(report)));
     }
 }
 

@@ -7,6 +7,7 @@ mod client;
 mod demo;
 mod errors;
 mod lifecycle;
+mod live_page;
 mod observability;
 mod parsers;
 mod pool_semantics;
