@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use opentelemetry::propagation::Extractor;
@@ -83,52 +83,91 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
         req.extensions_mut().insert(state.clone());
         // The live page's record of the run: demo requests only.
         let in_flight = (route == "/test/postgres/").then(|| state.runlog.arrived());
-        self.routes
-            .call(req)
-            .instrument(span.clone())
-            .map(move |answer| {
-                let mut resp = answer.unwrap_or_else(super::error_response);
-                // Which replica answered, behind a load balancer.
-                if let Some(replica) = state.replica_header.clone() {
-                    resp.headers_mut().insert("X-Replica", replica);
-                }
-                log_request(&span, &state, &method, route, started.elapsed(), &resp);
-                if let Some(in_flight) = in_flight {
-                    let kind = resp.extensions().get::<ErrorKind>().map(|k| k.0);
-                    let seconds = resp.extensions().get::<Timing>().map(|t| t.seconds);
-                    in_flight.answered(resp.status().as_u16(), kind, seconds);
-                }
-                Ok(resp)
-            })
+        let access = Access {
+            span: span.clone(),
+            state: state.clone(),
+            method,
+            route,
+            started,
+            done: false,
+        };
+        self.routes.call(req).instrument(span).map(move |answer| {
+            let mut resp = answer.unwrap_or_else(super::error_response);
+            // Which replica answered, behind a load balancer.
+            if let Some(replica) = state.replica_header.clone() {
+                resp.headers_mut().insert("X-Replica", replica);
+            }
+            access.answered(&resp);
+            if let Some(in_flight) = in_flight {
+                let kind = resp.extensions().get::<ErrorKind>().map(|k| k.0);
+                let seconds = resp.extensions().get::<Timing>().map(|t| t.seconds);
+                in_flight.answered(resp.status().as_u16(), kind, seconds);
+            }
+            Ok(resp)
+        })
     }
 }
 
-fn log_request(
-    span: &tracing::Span,
-    state: &AppState,
-    method: &Method,
+/// One request's access-log line and duration sample: written with the
+/// answer, or — when the client hangs up first and hyper drops the request
+/// unanswered — as 499 ("client closed request", as nginx logs it) when this
+/// is dropped, so abandoned requests are counted too.
+struct Access {
+    span: tracing::Span,
+    state: Arc<AppState>,
+    method: Method,
     route: &'static str,
-    elapsed: Duration,
-    resp: &Response,
-) {
-    let status = resp.status().as_u16();
-    span.record("http.response.status_code", i64::from(status));
-    if resp.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
+    started: Instant,
+    done: bool,
+}
+
+/// nginx's status for a request whose client went away before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+impl Access {
+    fn answered(mut self, resp: &Response) {
+        self.done = true;
+        let status = resp.status().as_u16();
+        if resp.status().is_server_error() {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        self.log(status, resp.extensions().get::<Timing>());
     }
-    state.request_durations.record(route, status, elapsed);
-    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
-    let _in_span = span.enter();
-    match resp.extensions().get::<Timing>() {
-        Some(t) => tracing::info!(
-            target: "poolscope::access",
-            %method, route, status, elapsed_ms,
-            pool_wait_ms = t.pool_wait.as_secs_f64() * 1000.0,
-            db_ms = t.db_time.map(|d| d.as_secs_f64() * 1000.0),
-            "request"
-        ),
-        None => {
-            tracing::info!(target: "poolscope::access", %method, route, status, elapsed_ms, "request")
+
+    fn log(&self, status: u16, timing: Option<&Timing>) {
+        let elapsed = self.started.elapsed();
+        self.span
+            .record("http.response.status_code", i64::from(status));
+        self.state
+            .request_durations
+            .record(self.route, status, elapsed);
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+        let (method, route) = (&self.method, self.route);
+        let _in_span = self.span.enter();
+        match timing {
+            Some(t) => tracing::info!(
+                target: "poolscope::access",
+                %method, route, status, elapsed_ms,
+                pool_wait_ms = t.pool_wait.as_secs_f64() * 1000.0,
+                db_ms = t.db_time.map(|d| d.as_secs_f64() * 1000.0),
+                "request"
+            ),
+            None if status == CLIENT_CLOSED => tracing::info!(
+                target: "poolscope::access",
+                %method, route, status, elapsed_ms,
+                "request abandoned: the client closed the connection before the answer"
+            ),
+            None => {
+                tracing::info!(target: "poolscope::access", %method, route, status, elapsed_ms, "request")
+            }
+        }
+    }
+}
+
+impl Drop for Access {
+    fn drop(&mut self) {
+        if !self.done {
+            self.log(CLIENT_CLOSED, None);
         }
     }
 }

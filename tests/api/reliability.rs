@@ -44,6 +44,24 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
     }
     let gave_up = Instant::now();
 
+    // Every abandoned request is logged and counted, as 499.
+    let counted = loop {
+        let metrics = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+        let n: f64 = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("http_server_request_duration_count{")
+                    && l.contains("http_response_status_code=\"499\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0);
+        if n >= 20.0 || gave_up.elapsed() > Duration::from_secs(2) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(counted, 20.0, "abandoned requests counted as 499");
+
     loop {
         let left = sleeping_backends(cluster, &app.db_name);
         if left == 0 {
