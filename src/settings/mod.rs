@@ -252,3 +252,77 @@ fn merge_layers(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod same_defaults_everywhere {
+    //! Every default lives in [`super::DEFAULTS`] once; `.env.example`,
+    //! `docker-compose.yml` (and its overlays) and the README's settings table
+    //! must say the same, or a user reading one of them is told something
+    //! the service does not do.
+
+    use super::DEFAULTS;
+
+    fn read(file: &str) -> String {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+
+    #[test]
+    fn env_example_compose_and_readme_agree_with_the_code() {
+        let env = read(".env.example");
+        let compose = [
+            "docker-compose.yml",
+            "compose.replicas.yml",
+            "compose.pgbouncer.yml",
+        ]
+        .map(read)
+        .join("\n");
+        let readme = read("README.md");
+        let mut wrong = Vec::new();
+        let mut checked = 0;
+        for (name, default) in DEFAULTS {
+            let Some(default) = default else { continue };
+            // `.env.example`: `NAME=value` or `#NAME=value` (prose mentions
+            // after `# ` are examples, not settings).
+            for line in env.lines() {
+                let line = line.strip_prefix('#').unwrap_or(line);
+                if let Some(value) = line.strip_prefix(&format!("{name}=")) {
+                    checked += 1;
+                    if value != *default {
+                        wrong.push(format!(
+                            ".env.example: {name}={value}, the code says {default}"
+                        ));
+                    }
+                }
+            }
+            // Compose: every `${NAME:-value}`.
+            for (i, _) in compose.match_indices(&format!("${{{name}:-")) {
+                let rest = &compose[i + name.len() + 4..];
+                let value = &rest[..rest.find('}').unwrap_or(0)];
+                checked += 1;
+                if value != *default {
+                    wrong.push(format!(
+                        "compose: ${{{name}:-{value}}}, the code says {default}"
+                    ));
+                }
+            }
+            // README: the settings table row `| `NAME` | value |`.
+            let row = format!("| `{name}` | ");
+            if let Some(i) = readme.find(&row) {
+                let rest = &readme[i + row.len()..];
+                let cell = rest[..rest.find(" |").unwrap_or(0)].trim_matches('`');
+                checked += 1;
+                if cell != *default {
+                    wrong.push(format!(
+                        "README: `{name}` = {cell}, the code says {default}"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "defaults disagree:\n{}", wrong.join("\n"));
+        assert!(
+            checked >= 40,
+            "only {checked} places checked: did a file move?"
+        );
+    }
+}
