@@ -63,10 +63,13 @@ else
   for _ in $(seq 1 120); do pgrep -f standin-images.sh >/dev/null || break; sleep 5; done
   # PostgreSQL 17, as users get it from postgres:17; HAProxy and Debian 13
   # (PgBouncer's base) for the replicas and pooler scenarios.
-  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 haproxy trixie || die "standin-images.sh failed"
+  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 haproxy trixie prometheus || die "standin-images.sh failed"
   export POSTGRES_IMAGE=poolscope-standin/postgres:17
   export HAPROXY_IMAGE=poolscope-standin/haproxy:3.0
   export TRIXIE_IMAGE=poolscope-standin/debian:trixie-slim
+  # Prometheus 2.x from Debian, laid out like prom/prometheus (Jaeger and
+  # Grafana have no stand-in: their services stay config-checked only).
+  export PROMETHEUS_IMAGE=poolscope-standin/prometheus:v2
   export RUST_IMAGE=poolscope-standin/rust:bookworm
   export RUNTIME_IMAGE=poolscope-standin/debian:bookworm-slim
 fi
@@ -330,6 +333,52 @@ sys.exit(0 if set(codes) == {200} else 1)
 PY
 wait "$busy_pid" || die "client 100 (during the /readyz checks) failed"
 pass "/readyz answered 200 ten times while requests waited for the pool"
+
+# ---------------------------------------------------------------------------
+step "observability: Prometheus scrapes the app; every query of the Grafana dashboard returns data"
+# prometheus.yml names app:8080, and says to change it with APP_PORT; so do we.
+[ "$app_port" = 8080 ] || sed -i "s/app:8080/app:$app_port/" observability/prometheus.yml
+timeout 180 docker compose --profile observability up -d --wait prometheus || die "prometheus did not start"
+python3 <<'PY' || die "Prometheus never saw the app's /metrics up"
+import json, time, urllib.request
+deadline = time.monotonic() + 60
+while True:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:9090/api/v1/targets", timeout=5) as r:
+            t = json.load(r)["data"]["activeTargets"]
+        if t and all(x["health"] == "up" for x in t):
+            print("   targets: %s" % ", ".join("%s %s" % (x["labels"]["job"], x["health"]) for x in t))
+            break
+    except (OSError, ValueError, KeyError):
+        pass
+    if time.monotonic() > deadline:
+        raise SystemExit(1)
+    time.sleep(1)
+PY
+run_client "$work/obs.json" 30 --json
+sleep 5 # two more scrapes after the last answer
+python3 - observability/grafana/dashboards/poolscope.json >"$work/obs.txt" <<'PY' || { cat "$work/obs.txt"; die "dashboard queries without data"; }
+# Every panel's PromQL against the real Prometheus (the dashboard has no
+# variables to fill): each must return at least one series.
+import json, sys, urllib.parse, urllib.request
+dash = json.load(open(sys.argv[1]))
+bad = 0
+for panel in dash["panels"]:
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        url = "http://127.0.0.1:9090/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            answer = json.load(r)
+        n = len(answer["data"]["result"]) if answer["status"] == "success" else 0
+        print("%s %3d series  %s | %s" % ("ok  " if n else "FAIL", n, panel["title"], expr))
+        bad += n == 0
+sys.exit(1 if bad else 0)
+PY
+sed 's/^/   /' "$work/obs.txt"
+version=$(python3 -c 'import json, urllib.request; print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/status/buildinfo", timeout=5))["data"]["version"])')
+timeout 60 docker compose --profile observability rm -sf prometheus >/dev/null 2>&1 || true
+pass "Prometheus $version: target up; all $(grep -c '^ok' "$work/obs.txt") dashboard queries returned data after client 30"
+measured "Prometheus $version (stand-in for prom/prometheus), 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
 
 # ---------------------------------------------------------------------------
 step "reliability: docker compose restart db under load (client 20 --seconds 5; issue 6.3)"
