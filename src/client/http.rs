@@ -2,6 +2,8 @@
 //! original client, so the client never queues requests behind each other.
 //! Only `http://` is supported: the stack serves plain HTTP.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use hyper::header::{HeaderMap, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::task::AbortOnDropHandle;
 
 /// A parsed `http://host:port/path?query`.
 #[derive(Debug, Clone)]
@@ -17,6 +20,9 @@ pub struct Target {
     pub url: url::Url,
     authority: String,
     path_and_query: String,
+    /// The host's addresses, looked up once ([`Target::resolve`]) and in the
+    /// resolver's order; until then every connection resolves `authority`.
+    addrs: Option<Arc<[SocketAddr]>>,
 }
 
 impl Target {
@@ -39,7 +45,29 @@ impl Target {
             authority: format!("{host}:{port}"),
             path_and_query,
             url,
+            addrs: None,
         })
+    }
+
+    /// Looks the host up once, so that 10,000 requests do not ask the
+    /// resolver 10,000 times; connections then try the addresses in the
+    /// order the resolver gave them (IPv4 or IPv6 as it prefers).
+    pub async fn resolve(mut self) -> Result<Target, String> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&self.authority)
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", self.authority))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("{} resolves to no address", self.authority));
+        }
+        self.addrs = Some(addrs.into());
+        Ok(self)
+    }
+
+    /// `app:8080 → 172.18.0.3:8080` once resolved.
+    pub fn address(&self) -> Option<String> {
+        let first = self.addrs.as_ref()?.first()?;
+        Some(format!("{} → {first}", self.authority))
     }
 
     /// Another path on the same server (e.g. `/pool`).
@@ -47,13 +75,17 @@ impl Target {
         let mut url = self.url.clone();
         url.set_path(path);
         url.set_query(None);
-        Target::parse(url.as_str()).expect("derived from a valid target")
+        let mut t = Target::parse(url.as_str()).expect("derived from a valid target");
+        t.addrs = self.addrs.clone();
+        t
     }
 
     pub fn with_query(&self, key: &str, value: &str) -> Target {
         let mut url = self.url.clone();
         url.query_pairs_mut().append_pair(key, value);
-        Target::parse(url.as_str()).expect("derived from a valid target")
+        let mut t = Target::parse(url.as_str()).expect("derived from a valid target");
+        t.addrs = self.addrs.clone();
+        t
     }
 }
 
@@ -114,12 +146,14 @@ pub async fn get(target: &Target, timeout: Duration) -> Result<Answer, Transport
 }
 
 async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
-    let stream = TcpStream::connect(&target.authority)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => TransportError::ConnectRefused,
-            _ => TransportError::ConnectFailed,
-        })?;
+    let connect = match &target.addrs {
+        Some(addrs) => TcpStream::connect(&addrs[..]).await,
+        None => TcpStream::connect(&target.authority).await,
+    };
+    let stream = connect.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => TransportError::ConnectRefused,
+        _ => TransportError::ConnectFailed,
+    })?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -127,7 +161,7 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
     // The connection is driven by its own task; abort it however this future
     // ends (answer, error, or dropped by the caller's timeout) so that giving
     // up really closes the socket.
-    let _driver = AbortOnDrop(tokio::spawn(conn));
+    let _driver = AbortOnDropHandle::new(tokio::spawn(conn));
     let request = Request::get(target.path_and_query.as_str())
         .header(HOST, target.authority.as_str())
         .body(Empty::<Bytes>::new())
@@ -147,14 +181,6 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
     }
     .await;
     result
-}
-
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn classify(e: &hyper::Error) -> TransportError {

@@ -29,6 +29,13 @@ pub async fn run(args: ClientArgs) -> ExitCode {
         Ok(t) => t,
         Err(why) => return usage(&format!("--url {}: {why}", args.url)),
     };
+    let target = match target.resolve().await {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!("poolscope client: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(why) = limits::ensure_open_files(args.n) {
         return usage(&why);
     }

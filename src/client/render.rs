@@ -114,6 +114,9 @@ pub fn summary_text(r: &Report) -> String {
                 .join(", ")
         }
     };
+    if let Some(address) = &r.address {
+        line(format!("  target:   {address}"));
+    }
     line(format!("  statuses: {}", counts(&r.statuses)));
     line(format!("  errors:   {}", counts(&r.errors)));
     if r.replicas.len() > 1 {

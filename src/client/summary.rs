@@ -109,6 +109,8 @@ pub struct Expectation {
 pub struct Report {
     pub requests: usize,
     pub url: String,
+    /// The address the host resolved to, once for the whole run.
+    pub address: Option<String>,
     pub answered: usize,
     pub interrupted: bool,
     pub total_seconds: f64,
@@ -155,6 +157,7 @@ impl Report {
         let mut report = Report {
             requests: n,
             url: target.url.to_string(),
+            address: target.address(),
             answered: run.outcomes.len(),
             interrupted: run.interrupted,
             total_seconds: run.elapsed,

@@ -66,6 +66,12 @@ async fn prints_the_original_lines_then_a_summary_of_the_waves() {
         lines[11]
     );
     assert!(stdout.contains("statuses: 200 × 9"), "{stdout}");
+    // The host was looked up once, and the summary says what it resolved to.
+    let authority = url.split('/').nth(2).unwrap();
+    assert!(
+        stdout.contains(&format!("target:   {authority} → {authority}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("    wave 3:     3 answers"), "{stdout}");
     assert!(
         stdout.contains("expected: pool 3+0, max_connections 300 (3 reserved) → 3 at once → 3 waves of 0.4 s ≈ 1.2 s"),
