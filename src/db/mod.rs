@@ -11,6 +11,7 @@ pub mod login;
 pub mod overflow;
 pub mod pool;
 pub mod pooler;
+pub mod refusal;
 pub mod server_info;
 pub mod todos;
 

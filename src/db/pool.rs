@@ -7,16 +7,8 @@
 //!   about 100 bytes per waiter; sqlx's own acquire future is 14.5 KB), and
 //!   only a request holding a turn calls sqlx. A request that waited
 //!   `DB_POOL_TIMEOUT` gets `pool_timeout`.
-//! * **Refusal is immediate.** sqlx treats "too many clients" (SQLSTATE
-//!   53300) as transient while connecting and retries it silently until the
-//!   acquire timeout (`sqlx-core` `pool/inner.rs`, `connect`), which would
-//!   turn PostgreSQL's refusal into a 30-second wait. So when the pool must
-//!   grow and the server may be full, the request first makes one connection
-//!   attempt of its own ([`Monitor::attempt`]) and is answered `db_refused`
-//!   at once if PostgreSQL refuses it. Such growth goes one request at a
-//!   time (ask, then open), so two requests never count on the same free
-//!   slot; a request stuck inside sqlx anyway (another client took the slot
-//!   in between) asks the probe after [`STUCK_AFTER`].
+//! * **Refusal is immediate**, although sqlx retries "too many clients"
+//!   silently: see [`super::refusal`].
 //! * **Kept connections stay; overflow goes** (see [`super::overflow`]).
 //! * **How many requests are waiting**: sqlx exposes only size and idle.
 //!
@@ -42,6 +34,7 @@ use super::errors::DbError;
 use super::login::off_the_workers;
 use super::overflow::{self, Occupancy, Turn};
 use super::pooler::Pooler;
+use super::refusal::{self, Gate, Gatekeeper};
 use super::server_info::{Monitor, ProbeOutcome};
 use super::{application_name, POOL_APP};
 use crate::metrics::{Histogram, PoolSnapshot};
@@ -55,13 +48,6 @@ const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 
 /// Connections idle at least this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
-/// A request holding a turn normally leaves sqlx within one login (tens of
-/// milliseconds). One still inside after this long may be in sqlx's silent
-/// retry loop ("too many clients", or the server down): it asks the probe,
-/// and again every time the probe's answer expires. Long enough that a slow
-/// but admitted login under load is not mistaken for a refusal.
-pub const STUCK_AFTER: Duration = Duration::from_millis(500);
 
 /// The service's pool with live counters.
 #[derive(Clone)]
@@ -77,9 +63,8 @@ struct Inner {
     pooler: Option<Pooler>,
     occupancy: Arc<Occupancy>,
     opened: Arc<AtomicU64>,
-    /// Held by the one request that is asking PostgreSQL and then opening a
-    /// connection, where the server may be full (see `wait_for_connection`).
-    growth: tokio::sync::Mutex<()>,
+    /// Asks PostgreSQL before the pool grows where it may refuse.
+    gate: Gatekeeper,
     waiting: AtomicUsize,
     timeouts: AtomicU64,
     refusals: AtomicU64,
@@ -160,7 +145,7 @@ impl Pool {
                 settings: settings.clone(),
                 occupancy,
                 opened,
-                growth: tokio::sync::Mutex::new(()),
+                gate: Gatekeeper::new(settings.pool_max(), settings.pooler_admin_url.is_some()),
                 waiting: AtomicUsize::new(0),
                 timeouts: AtomicU64::new(0),
                 refusals: AtomicU64::new(0),
@@ -321,75 +306,30 @@ impl Pool {
             }
             Ok(Some(turn)) => turn,
         };
-        // The pool must grow and the server may not have room: ask
-        // PostgreSQL with an attempt of our own, since sqlx would hide a
-        // refusal behind its retries. One request at a time asks and then
-        // opens, so the slot an accepted attempt found is the one its own
-        // connection takes, not one another request's attempt is holding.
-        let mut growing = None;
-        if self.must_open() && self.may_be_refused() {
-            let lock = self.inner.growth.lock();
-            match tokio::time::timeout_at(deadline.into(), lock).await {
-                Ok(guard) => growing = Some(guard),
-                Err(_elapsed) => return Waited::DeadlinePassed,
-            }
-            // A connection may have come back while this request waited.
-            if self.must_open() {
-                if self
-                    .inner
-                    .monitor
-                    .refused_lately(super::server_info::PROBE_TTL)
-                {
-                    return Waited::Failed(DbError::Refused);
-                }
-                match Box::pin(self.inner.monitor.attempt()).await {
-                    ProbeOutcome::Accepted => {}
-                    ProbeOutcome::Refused => return Waited::Failed(DbError::Refused),
-                    ProbeOutcome::Failed(e) => return Waited::Failed(e),
-                }
-            }
-        }
+        let inner = &self.inner;
+        let growing = match (inner.gate)
+            .before_growth(&inner.monitor, || self.must_open(), deadline)
+            .await
+        {
+            Gate::Open(guard) => guard,
+            Gate::Refused(e) => return Waited::Failed(e),
+            Gate::DeadlinePassed => return Waited::DeadlinePassed,
+        };
         // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
         let acquire = Box::pin(tokio::time::timeout_at(
             deadline.into(),
             self.sqlx_acquire(),
         ));
-        let stuck = async {
-            tokio::time::sleep(STUCK_AFTER).await;
-            loop {
-                match self.probe().await {
-                    ProbeOutcome::Accepted => {
-                        tokio::time::sleep(super::server_info::PROBE_TTL).await
-                    }
-                    ProbeOutcome::Refused => return DbError::Refused,
-                    ProbeOutcome::Failed(e) => return e,
-                }
-            }
-        };
         let waited = tokio::select! {
             result = acquire => match result {
                 Ok(Ok(conn)) => Waited::Got(turn, conn),
                 Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
                 Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
             },
-            e = stuck => Waited::Failed(e),
+            e = refusal::stuck(&inner.monitor) => Waited::Failed(e),
         };
         drop(growing);
         waited
-    }
-
-    /// Whether opening one more connection may be refused: the pool may grow
-    /// past what PostgreSQL granted at the last sample, or nobody knows.
-    fn may_be_refused(&self) -> bool {
-        if self.inner.settings.pooler_admin_url.is_some() {
-            // Through a pooler, a refusal is the pooler's (max_client_conn),
-            // which sqlx does not retry: the request learns it at once anyway.
-            return false;
-        }
-        match self.inner.monitor.last_sample() {
-            Some(limits) => self.inner.settings.pool_max() > limits.grantable_to_pool(),
-            None => true,
-        }
     }
 
     /// The monitor's probe, boxed: its connection attempt is a large future,

@@ -1,0 +1,114 @@
+//! Telling PostgreSQL's refusal from a slow or busy pool, at once.
+//!
+//! sqlx 0.9 treats "too many clients" (SQLSTATE 53300) as transient while
+//! connecting and retries it silently until the acquire timeout
+//! (`sqlx-core` `pool/inner.rs`, `connect`), without a hook to see the
+//! attempt's answer: PostgreSQL's refusal would become a 30-second wait, and
+//! a slot freed meanwhile could even serve the request late. So:
+//!
+//! * **Before the pool grows** where the server may be full, the request
+//!   makes one connection attempt of its own ([`Monitor::attempt`], same
+//!   role, database and options) and is refused at once if PostgreSQL
+//!   refuses it. Such growth goes one request at a time (ask, then open), so
+//!   two requests never count on the same free slot; a burst of requests
+//!   that all need a connection from a full server shares one refused
+//!   attempt for [`PROBE_TTL`] instead of forking a backend each.
+//! * **A request stuck inside sqlx** anyway (another client took the slot
+//!   between the attempt and sqlx's own, or the database went away) asks the
+//!   shared probe after [`STUCK_AFTER`] and gives up with its answer.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::errors::DbError;
+use super::server_info::{Monitor, ProbeOutcome, PROBE_TTL};
+
+/// A request holding a turn normally leaves sqlx within one login (tens of
+/// milliseconds). One still inside after this long may be in sqlx's silent
+/// retry loop. Long enough that a slow but admitted login under load is not
+/// mistaken for a refusal.
+pub const STUCK_AFTER: Duration = Duration::from_millis(500);
+
+/// Whether a request may go on to open a connection.
+pub enum Gate<'a> {
+    /// Go on; hold the guard (if any) until the connection is open.
+    Open(Option<MutexGuard<'a, ()>>),
+    Refused(DbError),
+    DeadlinePassed,
+}
+
+pub struct Gatekeeper {
+    /// Held by the one request that is asking PostgreSQL and then opening.
+    growth: Mutex<()>,
+    /// Through a pooler a refusal is the pooler's (max_client_conn), which
+    /// sqlx does not retry: the request learns it at once anyway.
+    through_pooler: bool,
+    pool_max: u32,
+}
+
+impl Gatekeeper {
+    pub fn new(pool_max: u32, through_pooler: bool) -> Gatekeeper {
+        Gatekeeper {
+            growth: Mutex::new(()),
+            through_pooler,
+            pool_max,
+        }
+    }
+
+    /// Before an acquire that `must_open()` a connection: asks PostgreSQL
+    /// first when the server may not have room.
+    pub async fn before_growth(
+        &self,
+        monitor: &Monitor,
+        must_open: impl Fn() -> bool,
+        deadline: Instant,
+    ) -> Gate<'_> {
+        if !must_open() || !self.may_be_refused(monitor) {
+            return Gate::Open(None);
+        }
+        let guard = match tokio::time::timeout_at(deadline.into(), self.growth.lock()).await {
+            Ok(guard) => guard,
+            Err(_elapsed) => return Gate::DeadlinePassed,
+        };
+        // A connection may have come back while this request waited.
+        if must_open() {
+            if monitor.refused_lately(PROBE_TTL) {
+                return Gate::Refused(DbError::Refused);
+            }
+            match Box::pin(monitor.attempt()).await {
+                ProbeOutcome::Accepted => {}
+                ProbeOutcome::Refused => return Gate::Refused(DbError::Refused),
+                ProbeOutcome::Failed(e) => return Gate::Refused(e),
+            }
+        }
+        Gate::Open(Some(guard))
+    }
+
+    /// Whether opening one more connection may be refused: the pool may grow
+    /// past what PostgreSQL granted at the last sample, or nobody knows.
+    fn may_be_refused(&self, monitor: &Monitor) -> bool {
+        if self.through_pooler {
+            return false;
+        }
+        match monitor.last_sample() {
+            Some(limits) => self.pool_max > limits.grantable_to_pool(),
+            None => true,
+        }
+    }
+}
+
+/// Resolves, with the reason, once a request inside sqlx should give up:
+/// after [`STUCK_AFTER`], whenever the shared probe says the server refuses
+/// or cannot be reached. Raced against the acquire; never resolves while
+/// the server accepts connections.
+pub async fn stuck(monitor: &Monitor) -> DbError {
+    tokio::time::sleep(STUCK_AFTER).await;
+    loop {
+        match Box::pin(monitor.probe()).await {
+            ProbeOutcome::Accepted => tokio::time::sleep(PROBE_TTL).await,
+            ProbeOutcome::Refused => return DbError::Refused,
+            ProbeOutcome::Failed(e) => return e,
+        }
+    }
+}
