@@ -1,4 +1,5 @@
-//! The wire format of `GET /pool`, one set of types owned by neither side:
+//! The wire format of `GET /pool` and the data both sides of the service
+//! share, one set of types owned by neither side:
 //! the service serialises [`PoolReport`], the client and the tests
 //! deserialise the same type, so a renamed field fails to compile instead of
 //! failing at a user's terminal.
@@ -89,6 +90,43 @@ pub struct PoolerReport {
     pub sv_used: u32,
     /// The oldest waiting client's wait.
     pub maxwait_s: f64,
+}
+
+/// What PostgreSQL says about its connection slots.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_connections: u32,
+    /// `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+).
+    pub reserved: u32,
+    /// Client backends in the whole cluster.
+    pub backends_total: u32,
+    /// Client backends of this replica's pool (same role, database and application_name).
+    pub backends_service: u32,
+    /// Client backends of every replica's pool (or of the pooler on their behalf).
+    pub backends_service_all: u32,
+    /// Replicas with a monitor connection, and the backends of each one's pool.
+    pub replicas: Vec<ReplicaBackends>,
+}
+
+impl ServerLimits {
+    /// Slots this replica's pool can hold at most: what a non-superuser may
+    /// use, minus the backends of everyone else (other replicas and every
+    /// monitor included).
+    pub fn grantable_to_pool(&self) -> u32 {
+        self.grantable_beside(self.backends_service)
+    }
+
+    /// Slots every replica's pool together can hold at most.
+    pub fn grantable_to_service(&self) -> u32 {
+        self.grantable_beside(self.backends_service_all)
+    }
+
+    fn grantable_beside(&self, ours: u32) -> u32 {
+        let others = self.backends_total.saturating_sub(ours);
+        self.max_connections
+            .saturating_sub(self.reserved)
+            .saturating_sub(others)
+    }
 }
 
 #[cfg(test)]

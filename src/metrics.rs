@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::db::pooler::PoolerReport;
-use crate::db::server_info::ServerLimits;
+use crate::contract::{PoolerReport, ServerLimits};
 
 /// Bucket bounds in seconds: from a free connection (sub-ms) to a wave that
 /// waited out a long pool timeout.

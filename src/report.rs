@@ -2,13 +2,11 @@
 //! warning with the arithmetic when the pool can outgrow it.
 
 use crate::budget::Topology;
-use crate::db::pooler::PoolerReport;
-use crate::db::server_info::ServerLimits;
-use crate::http::AppState;
+use crate::contract::{PoolerReport, ServerLimits};
+use crate::db::pool::Pool;
 use crate::settings::DatabaseSettings;
 
-pub async fn log_startup_report(state: &AppState) {
-    let db = &state.settings.database;
+pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool) {
     tracing::info!(
         database = %db.url,
         pool_size = db.pool_size,
@@ -20,8 +18,8 @@ pub async fn log_startup_report(state: &AppState) {
         statement_timeout_s = db.statement_timeout.as_secs_f64(),
         "pool configured (min_connections = DB_POOL_SIZE, max_connections = DB_POOL_SIZE + DB_MAX_OVERFLOW)"
     );
-    let server = state.pool.monitor().sample().await;
-    let pooler = match state.pool.pooler() {
+    let server = pool.monitor().sample().await;
+    let pooler = match pool.pooler() {
         Some(p) => match p.read().await {
             Ok(report) => {
                 tracing::info!(

@@ -132,7 +132,7 @@ async fn prepare_database(state: Arc<AppState>) {
     state.pool.warm_up().await;
     // Reported before the service calls itself ready, so that the pool
     // arithmetic is in the log when the first client starts.
-    crate::report::log_startup_report(&state).await;
+    crate::report::log_startup_report(&state.settings.database, &state.pool).await;
     state.set_migrated();
     // Keep PostgreSQL's side of /metrics fresh (the monitor's last sample).
     loop {

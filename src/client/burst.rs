@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::http::{self, Answer, Target, TransportError};
-use super::render::Mode;
 
 /// What one request came back with.
 #[derive(Debug, Clone)]
@@ -73,7 +72,15 @@ pub struct Run {
     pub interrupted: bool,
 }
 
-pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &Mode) -> Run {
+/// What a burst tells while it runs (the terminal output is `render`'s, so
+/// that this module needs nothing above it).
+pub trait Watcher {
+    fn answered(&self, outcome: &Outcome);
+    fn progress(&self, done: usize, n: usize);
+    fn finished(&self);
+}
+
+pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &impl Watcher) -> Run {
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
     let (tx, mut rx) = mpsc::unbounded_channel();
     for _ in 0..n {
@@ -104,7 +111,7 @@ pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &Mode) -> 
         tokio::select! {
             next = rx.recv() => match next {
                 Some(outcome) => {
-                    mode.line(&outcome);
+                    mode.answered(&outcome);
                     outcomes.push(outcome);
                 }
                 None => break,
@@ -116,7 +123,7 @@ pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &Mode) -> 
             }
         }
     }
-    mode.progress_done();
+    mode.finished();
     Run {
         outcomes,
         elapsed: start.elapsed().as_secs_f64(),

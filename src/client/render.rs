@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use super::args::ClientArgs;
-use super::burst::{Outcome, Run};
+use super::burst::{Outcome, Run, Watcher};
 use super::expect::trim;
 use super::http::Target;
 use super::summary::{Expectation, Report};
@@ -45,7 +45,7 @@ impl Mode {
         }
     }
 
-    pub fn line(&self, o: &Outcome) {
+    fn line(&self, o: &Outcome) {
         if !self.lines {
             return;
         }
@@ -56,7 +56,7 @@ impl Mode {
         self.emit(format_args!("\t@ {:5.2}s got response [{what}]\n", o.at));
     }
 
-    pub fn progress(&self, done: usize, n: usize) {
+    fn show_progress(&self, done: usize, n: usize) {
         if self.progress {
             let width = 30;
             let filled = done * width / n.max(1);
@@ -69,7 +69,7 @@ impl Mode {
         }
     }
 
-    pub fn progress_done(&self) {
+    fn progress_done(&self) {
         if self.progress {
             eprint!("\r\x1b[2K");
         }
@@ -224,4 +224,18 @@ fn predicted_outcome(r: &Report, e: &Expectation) -> String {
         ));
     }
     parts.join("; ")
+}
+
+impl Watcher for Mode {
+    fn answered(&self, outcome: &Outcome) {
+        self.line(outcome);
+    }
+
+    fn progress(&self, done: usize, n: usize) {
+        self.show_progress(done, n);
+    }
+
+    fn finished(&self) {
+        self.progress_done();
+    }
 }

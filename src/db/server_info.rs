@@ -12,7 +12,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Mutex;
@@ -28,42 +27,7 @@ pub const PROBE_TTL: Duration = Duration::from_millis(250);
 /// Upper bound for one sample of the server's limits.
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What PostgreSQL says about its connection slots.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ServerLimits {
-    pub max_connections: u32,
-    /// `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+).
-    pub reserved: u32,
-    /// Client backends in the whole cluster.
-    pub backends_total: u32,
-    /// Client backends of this replica's pool (same role, database and application_name).
-    pub backends_service: u32,
-    /// Client backends of every replica's pool (or of the pooler on their behalf).
-    pub backends_service_all: u32,
-    /// Replicas with a monitor connection, and the backends of each one's pool.
-    pub replicas: Vec<ReplicaBackends>,
-}
-
-impl ServerLimits {
-    /// Slots this replica's pool can hold at most: what a non-superuser may
-    /// use, minus the backends of everyone else (other replicas and every
-    /// monitor included).
-    pub fn grantable_to_pool(&self) -> u32 {
-        self.grantable_beside(self.backends_service)
-    }
-
-    /// Slots every replica's pool together can hold at most.
-    pub fn grantable_to_service(&self) -> u32 {
-        self.grantable_beside(self.backends_service_all)
-    }
-
-    fn grantable_beside(&self, ours: u32) -> u32 {
-        let others = self.backends_total.saturating_sub(ours);
-        self.max_connections
-            .saturating_sub(self.reserved)
-            .saturating_sub(others)
-    }
-}
+pub use crate::contract::ServerLimits;
 
 #[derive(Debug, Clone)]
 pub enum ProbeOutcome {
