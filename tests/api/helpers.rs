@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use poolscope::client::http::{self, Answer, Target};
 use poolscope::settings::Settings;
 use poolscope::startup::Application;
 
@@ -317,11 +316,53 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn get_url(url: &str) -> Answer {
-    let target = Target::parse(url).unwrap();
-    http::get(&target, Duration::from_secs(120))
+/// An HTTP answer, as the tests see it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// The tests' own HTTP client (reqwest), not the product's: a bug in
+/// `poolscope client` must not hide one in the server. No connection reuse,
+/// so every request has its own connection, as the demo's clients do.
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .build()
+            .expect("a plain HTTP client")
+    })
+}
+
+/// GET that may fail (connection refused, timeout) instead of panicking.
+pub async fn try_get(url: &str, timeout: Duration) -> Result<Answer, String> {
+    let resp = http_client()
+        .get(url)
+        .timeout(timeout)
+        .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {url}: body: {e}"))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub async fn get_url(url: &str) -> Answer {
+    try_get(url, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn json(answer: &Answer) -> serde_json::Value {
@@ -493,11 +534,6 @@ impl ServeProcess {
             .unwrap()
             .unwrap()
     }
-}
-
-/// GET that may fail (connection refused, timeout) instead of panicking.
-pub async fn try_get(url: &str, timeout: Duration) -> Result<Answer, http::TransportError> {
-    http::get(&Target::parse(url).unwrap(), timeout).await
 }
 
 /// Polls `url` until it answers `status`; returns how long that took.

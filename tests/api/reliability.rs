@@ -2,8 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use poolscope::client::http::{self, Target};
-
 use crate::helpers::{
     free_port, spawn_gets, try_get, wait_for_status, Cluster, ServeProcess, TestApp,
 };
@@ -28,12 +26,12 @@ fn sleeping_backends(cluster: &Cluster, db: &str) -> u32 {
 async fn abandoned_requests_free_their_backend_and_pool_slot() {
     let cluster = Cluster::shared();
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "5"), ("DB_MAX_OVERFLOW", "5")]).await;
-    let target = Target::parse(&app.url("/test/postgres/?seconds=30")).unwrap();
+    let target = app.url("/test/postgres/?seconds=30");
 
     let clients: Vec<_> = (0..20)
         .map(|_| {
             let target = target.clone();
-            tokio::spawn(async move { http::get(&target, Duration::from_secs(1)).await })
+            tokio::spawn(async move { try_get(&target, Duration::from_secs(1)).await })
         })
         .collect();
     for c in clients {
@@ -104,7 +102,7 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
         let batch: Vec<_> = (0..20)
             .map(|_| {
                 let target = target.clone();
-                tokio::spawn(async move { http::get(&target, Duration::from_millis(300)).await })
+                tokio::spawn(async move { try_get(&target, Duration::from_millis(300)).await })
             })
             .collect();
         for c in batch {
