@@ -13,6 +13,7 @@ pub mod pool;
 pub mod pooler;
 pub mod refusal;
 pub mod server_info;
+pub mod standing;
 pub mod todos;
 
 /// `application_name` prefixes; each connection carries `PREFIX:<replica>`

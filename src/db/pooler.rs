@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{ConnectOptions, Connection, Row};
-use tokio::sync::Mutex;
+use sqlx::postgres::{PgConnectOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
 
 use super::errors::DbError;
+use super::standing::Standing;
 pub use crate::contract::PoolerReport;
 use crate::settings::DatabaseSettings;
 
@@ -21,7 +21,7 @@ pub struct Pooler {
     options: PgConnectOptions,
     database: String,
     connect_timeout: Duration,
-    conn: Mutex<Option<PgConnection>>,
+    conn: Standing,
     last: std::sync::Mutex<Option<PoolerReport>>,
 }
 
@@ -40,40 +40,34 @@ impl Pooler {
                 .unwrap_or(pooled.get_username())
                 .to_owned(),
             connect_timeout: settings.connect_timeout,
-            conn: Mutex::new(None),
+            conn: Standing::default(),
             last: std::sync::Mutex::new(None),
         })
     }
 
     /// Reads both views, reconnecting if needed.
     pub async fn read(&self) -> Result<PoolerReport, DbError> {
-        let mut slot = self.conn.lock().await;
-        if slot.is_none() {
-            let connect = self.options.connect();
-            let conn = tokio::time::timeout(self.connect_timeout, connect)
-                .await
-                .map_err(|_| {
-                    DbError::Unavailable("PgBouncer's admin console did not answer".into())
-                })?
-                .map_err(|e| DbError::from_sqlx(&e))?;
-            *slot = Some(conn);
-        }
-        let conn = slot.as_mut().expect("just set");
-        let read = async {
-            let config = sqlx::raw_sql("SHOW CONFIG").fetch_all(&mut *conn).await?;
-            let pools = sqlx::raw_sql("SHOW POOLS").fetch_all(&mut *conn).await?;
-            Ok::<_, sqlx::Error>(report(&config, &pools, &self.database))
-        };
-        let result = match tokio::time::timeout(READ_TIMEOUT, read).await {
-            Ok(Ok(report)) => Ok(report),
-            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
-            Err(_) => Err(DbError::Unavailable(
-                "PgBouncer's SHOW POOLS took over 2s".into(),
-            )),
-        };
-        if result.is_err() {
-            *slot = None;
-        }
+        let connect =
+            async || match tokio::time::timeout(self.connect_timeout, self.options.connect()).await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
+                Err(_) => Err(DbError::Unavailable(
+                    "PgBouncer's admin console did not answer".into(),
+                )),
+            };
+        let result = (self.conn)
+            .run(
+                connect,
+                READ_TIMEOUT,
+                "PgBouncer's SHOW POOLS",
+                async |conn| {
+                    let config = sqlx::raw_sql("SHOW CONFIG").fetch_all(&mut *conn).await?;
+                    let pools = sqlx::raw_sql("SHOW POOLS").fetch_all(&mut *conn).await?;
+                    Ok(report(&config, &pools, &self.database))
+                },
+            )
+            .await;
         *self.last.lock().expect("not poisoned") = result.as_ref().ok().cloned();
         result
     }
@@ -84,9 +78,7 @@ impl Pooler {
     }
 
     pub async fn close(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
-            let _ = conn.close().await;
-        }
+        self.conn.close().await;
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use super::errors::DbError;
 use super::login::off_the_workers;
+use super::standing::Standing;
 use super::{application_name, MONITOR_APP, POOL_APP};
 pub use crate::contract::ReplicaBackends;
 use crate::settings::DatabaseSettings;
@@ -43,7 +44,7 @@ pub struct Monitor {
     attempt_options: PgConnectOptions,
     replica: String,
     connect_timeout: Duration,
-    conn: Mutex<Option<PgConnection>>,
+    conn: Standing,
     last_sample: std::sync::Mutex<Option<ServerLimits>>,
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
     /// When the latest sample was taken (successful or not).
@@ -83,7 +84,7 @@ impl Monitor {
             attempt_options,
             replica: settings.replica.clone(),
             connect_timeout: settings.connect_timeout,
-            conn: Mutex::new(None),
+            conn: Standing::default(),
             last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
             last_refusal: std::sync::Mutex::new(None),
@@ -117,23 +118,14 @@ impl Monitor {
 
     /// Reads the server's limits, reconnecting the monitor connection if needed.
     pub async fn sample(&self) -> Result<ServerLimits, DbError> {
-        let mut slot = self.conn.lock().await;
-        let conn = match slot.as_mut() {
-            Some(conn) => conn,
-            None => slot.insert(self.connect().await?),
-        };
-        let result = tokio::time::timeout(SAMPLE_TIMEOUT, self.read_limits(conn)).await;
-        let limits = match result {
-            Ok(Ok(limits)) => Ok(limits),
-            Ok(Err(e)) => Err(DbError::from_sqlx(&e)),
-            Err(_) => Err(DbError::Unavailable(
-                "server limits not read within 2s".into(),
-            )),
-        };
-        if limits.is_err() {
-            // A broken or timed-out connection is dropped; the next call reconnects.
-            *slot = None;
-        }
+        let limits = (self.conn)
+            .run(
+                || self.connect(),
+                SAMPLE_TIMEOUT,
+                "reading the server's limits",
+                async |conn| self.read_limits(conn).await,
+            )
+            .await;
         *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().cloned();
         *self.sampled_at.lock().expect("not poisoned") = Some(Instant::now());
         limits
@@ -233,26 +225,16 @@ impl Monitor {
     /// the pool, so a busy pool does not make the service look unready)
     /// within `limit`.
     pub async fn answers(&self, limit: Duration) -> bool {
-        let check = async {
-            let mut slot = self.conn.lock().await;
-            let conn = match slot.as_mut() {
-                Some(conn) => conn,
-                None => slot.insert(self.connect().await.ok()?),
-            };
-            match conn.ping().await {
-                Ok(()) => Some(()),
-                Err(_) => {
-                    *slot = None;
-                    None
-                }
-            }
-        };
-        matches!(tokio::time::timeout(limit, check).await, Ok(Some(())))
+        let ping = (self.conn).run(
+            || self.connect(),
+            limit,
+            "a ping",
+            async |conn| conn.ping().await,
+        );
+        matches!(tokio::time::timeout(limit, ping).await, Ok(Ok(())))
     }
 
     pub async fn close(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
-            let _ = conn.close().await;
-        }
+        self.conn.close().await;
     }
 }
