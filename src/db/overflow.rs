@@ -51,8 +51,8 @@ pub struct Occupancy {
     pub(super) in_use: AtomicUsize,
     /// Requests holding a turn ([`Turn`]) and not yet giving their connection back.
     claims: AtomicUsize,
-    /// Requests inside sqlx's acquire right now.
-    pub(super) acquiring: AtomicUsize,
+    /// Requests inside sqlx's acquire right now ([`Inside`]).
+    acquiring: AtomicUsize,
     pub(super) pool_size: u32,
     /// `DB_OVERFLOW_IDLE_TIMEOUT = 0`: close surplus connections when returned.
     pub(super) close_surplus_on_return: bool,
@@ -76,11 +76,17 @@ impl Occupancy {
         }
     }
 
+    /// Counts a request inside sqlx's acquire until the guard is dropped.
+    pub(super) fn enter_acquire(self: &Arc<Self>) -> Inside {
+        self.acquiring.fetch_add(1, Ordering::Relaxed);
+        Inside(self.clone())
+    }
+
     /// An acquire now may open a connection, at once or after waiting: no
     /// idle connection for every request inside sqlx's acquire (this one
     /// included). When it waits, the slot it gets may be one a close just
     /// freed, and then it logs in, so it runs off the workers either way.
-    pub(super) fn may_log_in(&self) -> bool {
+    fn may_log_in(&self) -> bool {
         let acquiring = self.acquiring.load(Ordering::Relaxed).max(1);
         (self.idle() as usize) < acquiring
     }
@@ -136,6 +142,22 @@ impl Occupancy {
 
     pub(super) fn lease_ended(&self) {
         self.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request inside sqlx's acquire (see [`Occupancy::enter_acquire`]).
+pub struct Inside(Arc<Occupancy>);
+
+impl Inside {
+    /// Whether this acquire may log in (then it runs off the workers).
+    pub(super) fn may_log_in(&self) -> bool {
+        self.0.may_log_in()
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        self.0.acquiring.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

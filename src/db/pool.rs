@@ -172,11 +172,12 @@ impl Pool {
     ) -> impl std::future::Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + 'static
     {
         let pool = self.sqlx().clone();
-        let occupancy = self.inner.occupancy.clone();
-        occupancy.acquiring.fetch_add(1, Ordering::Relaxed);
-        let may_log_in = occupancy.may_log_in();
+        // Counted from now, not from the first poll: a future dropped unpolled
+        // must not leave the count raised.
+        let inside = self.inner.occupancy.enter_acquire();
+        let may_log_in = inside.may_log_in();
         async move {
-            let _inside = Inside(occupancy);
+            let _inside = inside;
             if !may_log_in {
                 return pool.acquire().await;
             }
@@ -381,15 +382,6 @@ impl Pool {
         if let Some(pooler) = &self.inner.pooler {
             pooler.close().await;
         }
-    }
-}
-
-/// Counts a request inside sqlx's acquire until the acquire ends or is dropped.
-struct Inside(Arc<Occupancy>);
-
-impl Drop for Inside {
-    fn drop(&mut self) {
-        self.0.acquiring.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
