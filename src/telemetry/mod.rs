@@ -11,7 +11,10 @@
 //! `RUST_LOG` asks for `trace` anywhere, `sea_orm` and `sqlx` are capped at
 //! `debug`: no log line can hold the password, even at `RUST_LOG=trace`.
 
+mod fresh;
 pub mod traces;
+
+use fresh::Fresh;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::io::IsTerminal;
@@ -91,7 +94,9 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
     // then cost nothing unless traces are exported.
     // One combined filter, not two stacked ones: each per-layer filter that
     // enables a span (EnvFilter does, at info) makes the registry build it.
-    .with_filter(filter_fn(|meta| meta.is_event()).and(filter(&settings.log_filter)));
+    .with_filter(Fresh(
+        filter_fn(|meta| meta.is_event()).and(filter(&settings.log_filter)),
+    ));
 
     let provider = settings.otlp_endpoint.as_deref().and_then(|endpoint| {
         match traces::provider(endpoint, settings.otlp_protocol, &settings.service_name) {
@@ -108,7 +113,7 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
         use opentelemetry::trace::TracerProvider;
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("poolscope"))
-            .with_filter(Targets::new().with_target("poolscope", Level::INFO))
+            .with_filter(Fresh(Targets::new().with_target("poolscope", Level::INFO)))
     });
     // Not `.with(otel_layer)` with an `Option`: a `None` layer declares
     // interest in every span, so each request's spans would be built and
