@@ -1,18 +1,39 @@
-//! `GET /metrics`: Prometheus text with the OpenTelemetry database-client
-//! names (`db.client.connection.*` → `db_client_connection_*`), request
-//! durations, and PostgreSQL's side of the arithmetic as the service last
-//! sampled it — so no exporter image is needed.
+//! `GET /metrics`: OpenMetrics text, rendered by the Prometheus project's own
+//! Rust client (`prometheus-client`), so no exporter image is needed.
 //!
-//! sqlx exposes only the pool's size and idle count; pending requests, wait
-//! times, timeouts and refusals are counted by [`crate::db::pool::Pool`].
+//! Names follow the OpenTelemetry semantic conventions as Prometheus spells
+//! them: `db.client.connection.wait_time` (seconds) becomes
+//! `db_client_connection_wait_time_seconds`, counters end in `_total`, and
+//! labels are the attribute names (`db_client_connection_pool_name`,
+//! `db_client_connection_state`). Series the conventions do not define carry
+//! the `poolscope_` prefix instead of borrowing theirs.
+//!
+//! Histograms are consistent per scrape: each one is updated and read under
+//! its own lock, so a scrape never shows a bucket above `+Inf` or a count
+//! that disagrees with its buckets.
+//!
+//! Two kinds of numbers: those recorded as things happen ([`PoolMetrics`],
+//! [`RequestDurations`], shared handles) and those read at scrape time (the
+//! pool's gauges, PostgreSQL's last sample, PgBouncer's last `SHOW POOLS`),
+//! registered afresh on each scrape from [`PoolSnapshot`] and friends.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
 use crate::contract::{PoolerReport, ServerLimits};
+
+/// OpenMetrics' media type (Prometheus 2.x and 3.x both ask for it).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `db.client.connection.pool.name`.
+pub const POOL_NAME: &str = "poolscope";
 
 /// Bucket bounds in seconds: from a free connection (sub-ms) to a wave that
 /// waited out a long pool timeout.
@@ -20,70 +41,83 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// A cumulative histogram, lock-free to record.
-pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+fn seconds_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-impl Default for Histogram {
+/// Records one duration in seconds.
+pub fn observe(h: &Histogram, d: Duration) {
+    h.observe(d.as_secs_f64());
+}
+
+/// What the pool records as it works. Clones share the same series.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// `db.client.connection.wait_time`: waits for a connection, served or not.
+    pub wait_time: Histogram,
+    /// `db.client.connection.create_time`: how long opening a connection took.
+    pub create_time: Histogram,
+    /// `db.client.connection.use_time`: from handing a connection out to its return.
+    pub use_time: Histogram,
+    /// `db.client.connection.timeouts`: gave up after `DB_POOL_TIMEOUT`, pool busy.
+    pub timeouts: Counter,
+    /// PostgreSQL refused a new connection (too many clients).
+    pub refusals: Counter,
+    /// Connections opened (every one, timed or not).
+    pub opened: Counter,
+}
+
+impl Default for PoolMetrics {
     fn default() -> Self {
-        Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
+        PoolMetrics {
+            wait_time: seconds_histogram(),
+            create_time: seconds_histogram(),
+            use_time: seconds_histogram(),
+            timeouts: Counter::default(),
+            refusals: Counter::default(),
+            opened: Counter::default(),
         }
     }
 }
 
-impl Histogram {
-    pub fn record(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let n = bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {sum}");
-        let _ = writeln!(out, "{name}_count{braces} {count}");
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    http_request_method: &'static str,
+    http_route: &'static str,
+    http_response_status_code: u16,
 }
 
-/// Request durations by route and status.
-#[derive(Default)]
+/// `http.server.request.duration` by method, route and status.
 pub struct RequestDurations {
-    by_label: Mutex<BTreeMap<(&'static str, u16), Histogram>>,
+    family: Family<RequestLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for RequestDurations {
+    fn default() -> Self {
+        RequestDurations {
+            family: Family::new_with_constructor(seconds_histogram),
+        }
+    }
 }
 
 impl RequestDurations {
-    pub fn record(&self, route: &'static str, status: u16, d: Duration) {
-        self.by_label
-            .lock()
-            .expect("not poisoned")
-            .entry((route, status))
-            .or_default()
-            .record(d);
+    pub fn record(&self, method: &str, route: &'static str, status: u16, d: Duration) {
+        let labels = RequestLabels {
+            http_request_method: known_method(method),
+            http_route: route,
+            http_response_status_code: status,
+        };
+        self.family.get_or_create(&labels).observe(d.as_secs_f64());
     }
+}
+
+/// The conventions' rule for `http.request.method`: the standard methods by
+/// name, anything else as `_OTHER` (a client must not create series at will).
+fn known_method(m: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.into_iter().find(|k| *k == m).unwrap_or("_OTHER")
 }
 
 /// The pool's numbers at one instant, as `/metrics` shows them.
@@ -91,163 +125,321 @@ pub struct PoolSnapshot {
     pub idle: u32,
     pub used: u32,
     pub max: u32,
-    pub idle_min: u32,
+    /// `DB_POOL_SIZE`: kept open, and the most that stay idle.
+    pub size: u32,
     pub pending: u32,
-    pub timeouts: u64,
-    pub refusals: u64,
+    /// The oldest waiting request's wait so far (zero when none waits).
+    pub oldest_wait: Duration,
+    /// Connections closed so far (never decreasing).
+    pub closed: u64,
+}
+
+type PoolLabel = [(&'static str, &'static str); 1];
+const POOL: PoolLabel = [("db_client_connection_pool_name", POOL_NAME)];
+
+/// One series labelled with the pool's name, holding `metric`: a shared
+/// handle (recorded as things happen) or a constant (read at scrape time).
+fn for_pool<M>(metric: M) -> Family<PoolLabel, M, impl Fn() -> M + Clone>
+where
+    M: Clone + prometheus_client::metrics::TypedMetric + 'static,
+{
+    let family = Family::new_with_constructor(move || metric.clone());
+    drop(family.get_or_create(&POOL));
+    family
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn pool_gauge(value: f64) -> Family<PoolLabel, FloatGauge, impl Fn() -> FloatGauge + Clone> {
+    let gauge = FloatGauge::default();
+    gauge.set(value);
+    for_pool(gauge)
+}
+
+/// A counter read at scrape time from a total kept elsewhere.
+fn pool_counter(total: u64) -> Family<PoolLabel, Counter, impl Fn() -> Counter + Clone> {
+    let counter = Counter::default();
+    counter.inc_by(total);
+    for_pool(counter)
+}
+
+fn plain_gauge(value: f64) -> ConstGauge<f64> {
+    ConstGauge::new(value)
 }
 
 /// Renders the whole exposition.
 pub fn render(
     pool: &PoolSnapshot,
-    wait_time: &Histogram,
+    recorded: &PoolMetrics,
     requests: &RequestDurations,
     server: Option<&ServerLimits>,
     pooler: Option<&PoolerReport>,
 ) -> String {
-    let mut out = String::with_capacity(4096);
-    let p = "pool_name=\"poolscope\"";
-    let gauge = |out: &mut String, name: &str, help: &str, kind: &str, rows: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    };
-    gauge(
-        &mut out,
-        "db_client_connection_count",
-        "Connections in the pool by state.",
-        "gauge",
-        &[
-            (format!("{p},state=\"idle\""), pool.idle as f64),
-            (format!("{p},state=\"used\""), pool.used as f64),
-        ],
+    let mut r = Registry::default();
+    register_pool(&mut r, pool, recorded);
+    r.register_with_unit(
+        "http_server_request_duration",
+        "Time to answer, by method, route and status (499: the client closed the connection first)",
+        Unit::Seconds,
+        requests.family.clone(),
     );
-    gauge(
-        &mut out,
-        "db_client_connection_max",
-        "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW).",
-        "gauge",
-        &[(p.into(), pool.max as f64)],
-    );
-    gauge(
-        &mut out,
-        "db_client_connection_idle_min",
-        "Connections the pool keeps open (DB_POOL_SIZE).",
-        "gauge",
-        &[(p.into(), pool.idle_min as f64)],
-    );
-    gauge(
-        &mut out,
-        "db_client_connection_pending_requests",
-        "Requests waiting for a connection.",
-        "gauge",
-        &[(p.into(), pool.pending as f64)],
-    );
-    gauge(
-        &mut out,
-        "db_client_connection_timeouts",
-        "Acquires that gave up after DB_POOL_TIMEOUT with the pool busy.",
-        "counter",
-        &[(p.into(), pool.timeouts as f64)],
-    );
-    gauge(
-        &mut out,
-        "db_client_connection_refusals",
-        "Acquires that failed because PostgreSQL refused new connections (too many clients).",
-        "counter",
-        &[(p.into(), pool.refusals as f64)],
-    );
-
-    let _ = writeln!(out, "# HELP db_client_connection_wait_time Seconds waited for a connection.\n# TYPE db_client_connection_wait_time histogram");
-    wait_time.render(&mut out, "db_client_connection_wait_time", p);
-
-    let _ = writeln!(out, "# HELP http_server_request_duration Seconds to answer, by route and status.\n# TYPE http_server_request_duration histogram");
-    for ((route, status), h) in requests.by_label.lock().expect("not poisoned").iter() {
-        let labels = format!("http_route=\"{route}\",http_response_status_code=\"{status}\"");
-        h.render(&mut out, "http_server_request_duration", &labels);
-    }
-
-    let up = server.is_some() as u8 as f64;
-    gauge(
-        &mut out,
-        "postgresql_up",
-        "1 when the service's last sample of PostgreSQL succeeded.",
-        "gauge",
-        &[(String::new(), up)],
-    );
-    if let Some(s) = server {
-        gauge(
-            &mut out,
-            "postgresql_max_connections",
-            "PostgreSQL's max_connections.",
-            "gauge",
-            &[(String::new(), s.max_connections as f64)],
-        );
-        gauge(&mut out, "postgresql_reserved_connections", "Slots reserved for superusers (superuser_reserved_connections + reserved_connections).", "gauge", &[(String::new(), s.reserved as f64)]);
-        gauge(
-            &mut out,
-            "postgresql_backends",
-            "Client backends: in the whole cluster, and of this service's pool.",
-            "gauge",
-            &[
-                ("scope=\"total\"".into(), s.backends_total as f64),
-                ("scope=\"service\"".into(), s.backends_service as f64),
-            ],
-        );
-        gauge(
-            &mut out,
-            "postgresql_grantable_to_pool",
-            "Connections the pool can get: max_connections - reserved - other backends.",
-            "gauge",
-            &[(String::new(), s.grantable_to_pool() as f64)],
-        );
-        gauge(
-            &mut out,
-            "poolscope_replicas",
-            "Replicas of the service seen in pg_stat_activity (one monitor connection each).",
-            "gauge",
-            &[(String::new(), s.replicas.len() as f64)],
-        );
-    }
+    register_postgres(&mut r, server);
     if let Some(b) = pooler {
-        // Named as the community pgbouncer_exporter names SHOW POOLS.
-        let rows = [
-            (
-                "pgbouncer_pools_client_active_connections",
-                "Client connections running a transaction (cl_active).",
-                b.cl_active as f64,
-            ),
-            (
-                "pgbouncer_pools_client_waiting_connections",
-                "Client connections waiting for a server connection (cl_waiting).",
-                b.cl_waiting as f64,
-            ),
-            (
-                "pgbouncer_pools_server_active_connections",
-                "Server connections in use (sv_active).",
-                b.sv_active as f64,
-            ),
-            (
-                "pgbouncer_pools_server_idle_connections",
-                "Server connections idle (sv_idle).",
-                b.sv_idle as f64,
-            ),
-            (
-                "pgbouncer_pools_client_maxwait_seconds",
-                "The oldest waiting client's wait (maxwait).",
-                b.maxwait_s,
-            ),
-            (
-                "pgbouncer_config_default_pool_size",
-                "Server connections per database and user (default_pool_size).",
-                b.default_pool_size as f64,
-            ),
-        ];
-        for (name, help, value) in rows {
-            gauge(&mut out, name, help, "gauge", &[(String::new(), value)]);
+        register_pooler(&mut r, b);
+    }
+    let mut out = String::with_capacity(8192);
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
+fn register_pool(r: &mut Registry, pool: &PoolSnapshot, recorded: &PoolMetrics) {
+    let count = Family::<[(&'static str, &'static str); 2], Gauge>::default();
+    for (state, n) in [("idle", pool.idle), ("used", pool.used)] {
+        count
+            .get_or_create(&[POOL[0], ("db_client_connection_state", state)])
+            .set(i64::from(n));
+    }
+    r.register(
+        "db_client_connection_count",
+        "Connections in the pool by state (idle, used)",
+        count,
+    );
+    r.register(
+        "db_client_connection_max",
+        "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
+        pool_gauge(f64::from(pool.max)),
+    );
+    r.register(
+        "db_client_connection_idle_min",
+        "Connections the pool keeps open (DB_POOL_SIZE)",
+        pool_gauge(f64::from(pool.size)),
+    );
+    r.register(
+        "db_client_connection_idle_max",
+        "Most connections left idle; overflow beyond DB_POOL_SIZE is closed (DB_POOL_SIZE)",
+        pool_gauge(f64::from(pool.size)),
+    );
+    r.register(
+        "db_client_connection_pending_requests",
+        "Requests waiting for a connection",
+        pool_gauge(f64::from(pool.pending)),
+    );
+    r.register_with_unit(
+        "db_client_connection_wait_time",
+        "Time waited for a connection, served or not",
+        Unit::Seconds,
+        for_pool(recorded.wait_time.clone()),
+    );
+    r.register_with_unit(
+        "db_client_connection_create_time",
+        "Time to open a connection (login included) for a request or the warm-up",
+        Unit::Seconds,
+        for_pool(recorded.create_time.clone()),
+    );
+    r.register_with_unit(
+        "db_client_connection_use_time",
+        "Time a connection was out of the pool, from hand-out to return",
+        Unit::Seconds,
+        for_pool(recorded.use_time.clone()),
+    );
+    r.register(
+        "db_client_connection_timeouts",
+        "Acquires that gave up after DB_POOL_TIMEOUT with the pool busy",
+        for_pool(recorded.timeouts.clone()),
+    );
+    r.register(
+        "poolscope_pool_refusals",
+        "Acquires that failed because PostgreSQL refused a new connection (too many clients)",
+        for_pool(recorded.refusals.clone()),
+    );
+    r.register(
+        "poolscope_pool_connections_opened",
+        "Connections the pool opened",
+        for_pool(recorded.opened.clone()),
+    );
+    r.register(
+        "poolscope_pool_connections_closed",
+        "Connections the pool closed (surplus overflow, recycled, broken)",
+        pool_counter(pool.closed),
+    );
+    r.register_with_unit(
+        "poolscope_pool_oldest_wait",
+        "How long the oldest request still waiting has waited (like PgBouncer's maxwait); 0 when none waits",
+        Unit::Seconds,
+        pool_gauge(pool.oldest_wait.as_secs_f64()),
+    );
+}
+
+fn register_postgres(r: &mut Registry, server: Option<&ServerLimits>) {
+    r.register(
+        "postgresql_up",
+        "1 when the service's last sample of PostgreSQL succeeded",
+        plain_gauge(if server.is_some() { 1.0 } else { 0.0 }),
+    );
+    let Some(s) = server else { return };
+    r.register(
+        "postgresql_max_connections",
+        "PostgreSQL's max_connections",
+        plain_gauge(f64::from(s.max_connections)),
+    );
+    r.register(
+        "postgresql_reserved_connections",
+        "Slots reserved for superusers (superuser_reserved_connections + reserved_connections)",
+        plain_gauge(f64::from(s.reserved)),
+    );
+    let backends = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+    backends
+        .get_or_create(&[("scope", "total")])
+        .set(i64::from(s.backends_total));
+    backends
+        .get_or_create(&[("scope", "service")])
+        .set(i64::from(s.backends_service));
+    r.register(
+        "postgresql_backends",
+        "Client backends: in the whole cluster, and of this service's pool",
+        backends,
+    );
+    r.register(
+        "postgresql_grantable_to_pool",
+        "Connections the pool can get: max_connections - reserved - other backends",
+        plain_gauge(f64::from(s.grantable_to_pool())),
+    );
+    r.register(
+        "poolscope_replicas",
+        "Replicas of the service seen in pg_stat_activity (one monitor connection each)",
+        plain_gauge(s.replicas.len() as f64),
+    );
+}
+
+/// Named as the community pgbouncer_exporter names `SHOW POOLS`.
+fn register_pooler(r: &mut Registry, b: &PoolerReport) {
+    let rows = [
+        (
+            "pgbouncer_pools_client_active_connections",
+            "Client connections running a transaction (cl_active)",
+            b.cl_active as f64,
+        ),
+        (
+            "pgbouncer_pools_client_waiting_connections",
+            "Client connections waiting for a server connection (cl_waiting)",
+            b.cl_waiting as f64,
+        ),
+        (
+            "pgbouncer_pools_server_active_connections",
+            "Server connections in use (sv_active)",
+            b.sv_active as f64,
+        ),
+        (
+            "pgbouncer_pools_server_idle_connections",
+            "Server connections idle (sv_idle)",
+            b.sv_idle as f64,
+        ),
+        (
+            "pgbouncer_pools_client_maxwait_seconds",
+            "The oldest waiting client's wait (maxwait)",
+            b.maxwait_s,
+        ),
+        (
+            "pgbouncer_config_default_pool_size",
+            "Server connections per database and user (default_pool_size)",
+            b.default_pool_size as f64,
+        ),
+    ];
+    for (name, help, value) in rows {
+        r.register(name, help, plain_gauge(value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> PoolSnapshot {
+        PoolSnapshot {
+            idle: 1,
+            used: 2,
+            max: 3,
+            size: 2,
+            pending: 4,
+            oldest_wait: Duration::from_millis(1500),
+            closed: 7,
         }
     }
-    // `{}` on an empty label set is valid but unusual; drop it.
-    out.replace("{}", "")
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+    }
+
+    #[test]
+    fn names_and_labels_follow_the_conventions() {
+        let recorded = PoolMetrics::default();
+        recorded.timeouts.inc();
+        let requests = RequestDurations::default();
+        requests.record("GET", "/pool", 200, Duration::from_millis(3));
+        requests.record("BREW", "/pool", 405, Duration::from_millis(1));
+        let text = render(&snapshot(), &recorded, &requests, None, None);
+        let pool = "{db_client_connection_pool_name=\"poolscope\"}";
+        assert_eq!(
+            value(&text, &format!("db_client_connection_timeouts_total{pool}")),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("poolscope_pool_oldest_wait_seconds{pool}")),
+            1.5
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("poolscope_pool_connections_closed_total{pool}")
+            ),
+            7.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "db_client_connection_count{db_client_connection_pool_name=\"poolscope\",db_client_connection_state=\"used\"}"
+            ),
+            2.0
+        );
+        // An unknown method is `_OTHER`, so clients cannot mint series.
+        assert!(text.contains("http_request_method=\"_OTHER\""), "{text}");
+        assert!(!text.contains("BREW"));
+        assert_eq!(value(&text, "postgresql_up"), 0.0);
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// A scrape taken while other threads record never shows more in the
+    /// `+Inf` bucket than in the count.
+    #[test]
+    fn histograms_are_consistent_while_recording() {
+        let recorded = PoolMetrics::default();
+        let requests = RequestDurations::default();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        observe(&recorded.wait_time, Duration::from_millis(7));
+                    }
+                });
+            }
+            let pool = "db_client_connection_pool_name=\"poolscope\"";
+            for _ in 0..200 {
+                let text = render(&snapshot(), &recorded, &requests, None, None);
+                let inf = value(
+                    &text,
+                    &format!("db_client_connection_wait_time_seconds_bucket{{le=\"+Inf\",{pool}}}"),
+                );
+                let count = value(
+                    &text,
+                    &format!("db_client_connection_wait_time_seconds_count{{{pool}}}"),
+                );
+                assert_eq!(inf, count);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 }

@@ -3,7 +3,9 @@
 //! [`super::overflow`]), or closed because the request was abandoned
 //! mid-statement.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::overflow::Turn;
 use sqlx::pool::PoolConnection;
@@ -27,16 +29,26 @@ pub struct Lease {
     turn: Turn,
     waited: Duration,
     statement_in_flight: bool,
+    /// `db.client.connection.use_time`, recorded when the loan ends.
+    use_time: Histogram,
+    handed_out: Instant,
 }
 
 impl Lease {
-    pub(super) fn new(conn: PoolConnection<Postgres>, turn: Turn, waited: Duration) -> Lease {
+    pub(super) fn new(
+        conn: PoolConnection<Postgres>,
+        turn: Turn,
+        waited: Duration,
+        use_time: Histogram,
+    ) -> Lease {
         turn.occupancy().lease_started();
         Lease {
             conn: Some(conn),
             turn,
             waited,
             statement_in_flight: false,
+            use_time,
+            handed_out: Instant::now(),
         }
     }
 
@@ -58,6 +70,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        crate::metrics::observe(&self.use_time, self.handed_out.elapsed());
         // Decided while this lease still holds its turn (fields drop after this body).
         self.turn.occupancy().lease_ended();
         let keep = self.turn.give_back_and_keep();

@@ -15,6 +15,7 @@ pub mod refusal;
 pub mod server_info;
 pub mod standing;
 pub mod todos;
+pub mod waiters;
 
 /// `application_name` prefixes; each connection carries `PREFIX:<replica>`
 /// (see [`application_name`]), so that `pg_stat_activity` tells this

@@ -18,7 +18,7 @@
 //! `max_lifetime`, `pool_pre_ping` → a ping of connections idle ≥ 1 s; sqlx's
 //! `idle_timeout` is off. SQLAlchemy's `NullPool` has no sqlx equivalent.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,9 @@ use super::overflow::{self, Occupancy, Turn};
 use super::pooler::Pooler;
 use super::refusal::{self, Gate, Gatekeeper};
 use super::server_info::{Monitor, ProbeOutcome};
+use super::waiters::Waiters;
 use super::{application_name, POOL_APP};
-use crate::metrics::{Histogram, PoolSnapshot};
+use crate::metrics::{observe, PoolMetrics, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 
 /// How often PostgreSQL checks, during a running statement, whether the
@@ -62,13 +63,18 @@ struct Inner {
     /// PgBouncer's admin console, when the pool goes through one.
     pooler: Option<Pooler>,
     occupancy: Arc<Occupancy>,
-    opened: Arc<AtomicU64>,
     /// Asks PostgreSQL before the pool grows where it may refuse.
     gate: Gatekeeper,
-    waiting: AtomicUsize,
-    timeouts: AtomicU64,
-    refusals: AtomicU64,
-    wait_time: Histogram,
+    waiting: Waiters,
+    metrics: PoolMetrics,
+    /// Closed connections reported so far: `opened − open` only ever grows.
+    closed: AtomicU64,
+}
+
+tokio::task_local! {
+    /// When the acquire that may open a connection began: sqlx opens it
+    /// inside `acquire()`, and `after_connect` reads this to time the opening.
+    static ACQUIRE_STARTED: Instant;
 }
 
 /// What the pool holds right now (the `/pool` contract's type).
@@ -96,9 +102,8 @@ impl Pool {
     /// Builds the pool without connecting: the service starts even when the
     /// database is not up yet, and reports that per request instead.
     pub async fn connect_lazy(settings: &DatabaseSettings) -> Result<Pool, DbError> {
-        // Connections opened over the pool's life (closed = opened − open).
-        let opened = Arc::new(AtomicU64::new(0));
-        let opened_hook = opened.clone();
+        let metrics = PoolMetrics::default();
+        let hook_metrics = metrics.clone();
         let mut opts = ConnectOptions::new(settings.url.expose());
         opts.min_connections(settings.pool_size)
             .max_connections(settings.pool_max())
@@ -116,9 +121,14 @@ impl Pool {
             // sqlx's idle reaper would close the kept connections too; the
             // overflow rule lives in `overflow` instead.
             .map_sqlx_postgres_pool_opts(move |o| {
-                let opened = opened_hook.clone();
+                let metrics = hook_metrics.clone();
                 o.idle_timeout(None).after_connect(move |_conn, _meta| {
-                    opened.fetch_add(1, Ordering::Relaxed);
+                    metrics.opened.inc();
+                    // Only acquires made here carry a start time; sqlx's own
+                    // background top-ups (after a recycle) are counted, not timed.
+                    if let Ok(took) = ACQUIRE_STARTED.try_with(|started| started.elapsed()) {
+                        observe(&metrics.create_time, took);
+                    }
                     Box::pin(async { Ok(()) })
                 })
             })
@@ -144,12 +154,10 @@ impl Pool {
                 pooler: Pooler::new(settings),
                 settings: settings.clone(),
                 occupancy,
-                opened,
                 gate: Gatekeeper::new(settings.pool_max(), settings.pooler_admin_url.is_some()),
-                waiting: AtomicUsize::new(0),
-                timeouts: AtomicU64::new(0),
-                refusals: AtomicU64::new(0),
-                wait_time: Histogram::default(),
+                waiting: Waiters::default(),
+                metrics,
+                closed: AtomicU64::new(0),
             }),
         })
     }
@@ -176,12 +184,14 @@ impl Pool {
         // must not leave the count raised.
         let inside = self.inner.occupancy.enter_acquire();
         let may_log_in = inside.may_log_in();
+        let started = Instant::now();
         async move {
             let _inside = inside;
+            let acquire = ACQUIRE_STARTED.scope(started, async move { pool.acquire().await });
             if !may_log_in {
-                return pool.acquire().await;
+                return acquire.await;
             }
-            off_the_workers(async move { pool.acquire().await })
+            off_the_workers(acquire)
                 .await
                 .unwrap_or(Err(sqlx::Error::WorkerCrashed))
         }
@@ -207,13 +217,28 @@ impl Pool {
             open,
             idle: self.inner.occupancy.idle(),
             in_use: self.inner.occupancy.in_use.load(Ordering::Relaxed) as u32,
-            waiting: self.inner.waiting.load(Ordering::Relaxed) as u32,
+            waiting: self.inner.waiting.count() as u32,
         }
     }
 
     /// Connections opened since start (the live page shows churn).
     pub fn opened_total(&self) -> u64 {
-        self.inner.opened.load(Ordering::Relaxed)
+        self.inner.metrics.opened.get()
+    }
+
+    /// Connections closed since start: opened − open, held so that it never
+    /// goes back (a connection being opened is counted in sqlx's size before
+    /// it is counted as opened).
+    pub fn closed_total(&self) -> u64 {
+        let now = self
+            .opened_total()
+            .saturating_sub(u64::from(self.sqlx().size()));
+        self.inner.closed.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+
+    /// How long the request waiting longest has waited (zero when none waits).
+    pub fn oldest_wait(&self) -> Duration {
+        self.inner.waiting.oldest_wait()
     }
 
     /// The pool's numbers for `/metrics`.
@@ -223,16 +248,16 @@ impl Pool {
             idle: live.idle,
             used: live.in_use,
             max: self.inner.settings.pool_max(),
-            idle_min: self.inner.settings.pool_size,
+            size: self.inner.settings.pool_size,
             pending: live.waiting,
-            timeouts: self.inner.timeouts.load(Ordering::Relaxed),
-            refusals: self.inner.refusals.load(Ordering::Relaxed),
+            oldest_wait: self.oldest_wait(),
+            closed: self.closed_total(),
         }
     }
 
-    /// Seconds waited for connections, successful or not.
-    pub fn wait_time(&self) -> &Histogram {
-        &self.inner.wait_time
+    /// What the pool recorded as it worked (waits, openings, timeouts…).
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.inner.metrics
     }
 
     /// Waits for a connection, counting the wait, and explains a failure.
@@ -276,12 +301,17 @@ impl Pool {
             self.wait_counted(started).await
         };
         let wait = started.elapsed();
-        self.inner.wait_time.record(wait);
+        observe(&self.inner.metrics.wait_time, wait);
         match waited {
-            Waited::Got(turn, conn) => Ok(Lease::new(conn, turn, wait)),
+            Waited::Got(turn, conn) => Ok(Lease::new(
+                conn,
+                turn,
+                wait,
+                self.inner.metrics.use_time.clone(),
+            )),
             Waited::DeadlinePassed => Err(Box::pin(self.explain_timeout(wait)).await),
             Waited::Failed(DbError::Refused) => {
-                self.inner.refusals.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.refusals.inc();
                 Err(AcquireError::Db(DbError::Refused))
             }
             Waited::Failed(e) => Err(AcquireError::Db(e)),
@@ -289,8 +319,8 @@ impl Pool {
     }
 
     async fn wait_counted(&self, started: Instant) -> Waited {
-        let _waiting = Counted::enter(&self.inner.waiting);
-        tracing::Span::current().record("pool.waiting", self.inner.waiting.load(Ordering::Relaxed));
+        let _waiting = self.inner.waiting.enter();
+        tracing::Span::current().record("pool.waiting", self.inner.waiting.count());
         self.wait_for_connection(started + self.inner.settings.pool_timeout)
             .await
     }
@@ -346,16 +376,16 @@ impl Pool {
         let live = self.live();
         let busy = AcquireError::Timeout { waited, live };
         if live.open >= self.inner.settings.pool_max() {
-            self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.inner.metrics.timeouts.inc();
             return busy;
         }
         match self.probe().await {
             ProbeOutcome::Accepted => {
-                self.inner.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.timeouts.inc();
                 busy
             }
             ProbeOutcome::Refused => {
-                self.inner.refusals.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.refusals.inc();
                 AcquireError::Db(DbError::Refused)
             }
             ProbeOutcome::Failed(e) => AcquireError::Db(e),
@@ -382,22 +412,5 @@ impl Pool {
         if let Some(pooler) = &self.inner.pooler {
             pooler.close().await;
         }
-    }
-}
-
-/// Increments a counter for as long as it lives, even if the future holding it
-/// is dropped half-way (a client that gives up while waiting).
-struct Counted<'a>(&'a AtomicUsize);
-
-impl<'a> Counted<'a> {
-    fn enter(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Counted(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

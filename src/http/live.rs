@@ -58,6 +58,8 @@ struct PoolView {
     idle: u32,
     in_use: u32,
     waiting: u32,
+    /// How long the oldest waiting request has waited (PgBouncer's `maxwait`).
+    oldest_wait_s: f64,
     opened: u64,
     closed: u64,
 }
@@ -93,8 +95,9 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             idle: live.idle,
             in_use: live.in_use,
             waiting: live.waiting,
+            oldest_wait_s: state.pool.oldest_wait().as_secs_f64(),
             opened,
-            closed: opened.saturating_sub(u64::from(live.open)),
+            closed: state.pool.closed_total(),
         },
         postgres: server.map(|s| PgView {
             max_connections: s.max_connections,

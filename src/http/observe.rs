@@ -140,7 +140,7 @@ impl Access {
             .record("http.response.status_code", i64::from(status));
         self.state
             .request_durations
-            .record(self.route, status, elapsed);
+            .record(self.method.as_str(), self.route, status, elapsed);
         let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let (method, route) = (&self.method, self.route);
         let _in_span = self.span.enter();

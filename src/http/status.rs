@@ -46,13 +46,13 @@ pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
 pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
     let body = crate::metrics::render(
         &state.pool.snapshot(),
-        state.pool.wait_time(),
+        state.pool.metrics(),
         &state.request_durations,
         state.pool.monitor().last_sample().as_ref(),
         state.pool.pooler().and_then(|p| p.last()).as_ref(),
     );
     Response::builder()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(crate::metrics::CONTENT_TYPE)
         .body(body)
 }
 

@@ -2,7 +2,7 @@
 //! in-process receiver; `/metrics` is right in the middle of a wave.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -140,6 +140,37 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name_and_labels} not in:\n{text}"))
 }
 
+/// Every histogram in an exposition is one consistent snapshot: buckets
+/// never decrease and the `+Inf` bucket equals the count.
+fn assert_histograms_consistent(text: &str) {
+    let mut last: Option<(String, f64)> = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap();
+        if let Some((name, rest)) = series.split_once("_bucket{") {
+            // The other labels, without `le` (wherever the encoder put it).
+            let labels: Vec<&str> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.starts_with("le="))
+                .collect();
+            let key = format!("{name}{{{}}}", labels.join(","));
+            if let Some((prev_key, prev)) = &last {
+                if *prev_key == key {
+                    assert!(value >= *prev, "bucket went down: {line}");
+                }
+            }
+            if rest.contains("le=\"+Inf\"") {
+                let count = metric(text, &format!("{name}_count{{{}}}", labels.join(",")));
+                assert_eq!(value, count, "+Inf bucket differs from the count: {line}");
+            }
+            last = Some((key, value));
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_are_right_in_the_middle_of_a_wave() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "1")]).await;
@@ -148,65 +179,76 @@ async fn metrics_are_right_in_the_middle_of_a_wave() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let during = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(during.ends_with("# EOF\n"), "not OpenMetrics:\n{during}");
+    assert_histograms_consistent(&during);
 
-    let p = "{pool_name=\"poolscope\"";
+    let p = "{db_client_connection_pool_name=\"poolscope\"";
+    let at = |text: &str, name: &str| metric(text, &format!("{name}{p}}}"));
+    let used = |text: &str| {
+        metric(
+            text,
+            &format!("db_client_connection_count{p},db_client_connection_state=\"used\"}}"),
+        )
+    };
+    assert_eq!(at(&during, "db_client_connection_max"), 3.0);
+    assert_eq!(at(&during, "db_client_connection_idle_min"), 2.0);
+    assert_eq!(used(&during), 3.0);
+    assert_eq!(at(&during, "db_client_connection_pending_requests"), 2.0);
+    // Two kept connections (warm-up) and one overflow, each timed.
+    assert_eq!(at(&during, "poolscope_pool_connections_opened_total"), 3.0);
     assert_eq!(
-        metric(&during, &format!("db_client_connection_max{p}}}")),
+        at(&during, "db_client_connection_create_time_seconds_count"),
         3.0
     );
-    assert_eq!(
-        metric(&during, &format!("db_client_connection_idle_min{p}}}")),
-        2.0
-    );
-    assert_eq!(
-        metric(
-            &during,
-            &format!("db_client_connection_count{p},state=\"used\"}}")
-        ),
-        3.0
-    );
-    assert_eq!(
-        metric(
-            &during,
-            &format!("db_client_connection_pending_requests{p}}}")
-        ),
-        2.0
-    );
+    // The two waiting requests arrived with the others, ≈0.5 s ago.
+    let oldest = at(&during, "poolscope_pool_oldest_wait_seconds");
+    assert!((0.3..1.0).contains(&oldest), "oldest wait {oldest} s");
     for r in requests {
         assert_eq!(r.await.unwrap().status, 200);
     }
 
     let after = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+    assert_histograms_consistent(&after);
+    assert_eq!(at(&after, "db_client_connection_pending_requests"), 0.0);
+    assert_eq!(at(&after, "poolscope_pool_oldest_wait_seconds"), 0.0);
+    assert_eq!(used(&after), 0.0);
     assert_eq!(
-        metric(
-            &after,
-            &format!("db_client_connection_pending_requests{p}}}")
-        ),
-        0.0
-    );
-    assert_eq!(
-        metric(
-            &after,
-            &format!("db_client_connection_count{p},state=\"used\"}}")
-        ),
-        0.0
-    );
-    assert_eq!(
-        metric(
-            &after,
-            &format!("db_client_connection_wait_time_count{p}}}")
-        ),
+        at(&after, "db_client_connection_wait_time_seconds_count"),
         5.0
     );
     // Two requests waited a whole wave (≈1 s) for their connection.
     assert_eq!(
         metric(
             &after,
-            &format!("db_client_connection_wait_time_bucket{p},le=\"0.5\"}}")
+            "db_client_connection_wait_time_seconds_bucket{le=\"0.5\",db_client_connection_pool_name=\"poolscope\"}"
         ),
         3.0
     );
-    let ok = "http_server_request_duration_count{http_route=\"/test/postgres/\",http_response_status_code=\"200\"}";
+    // Each of the 5 held a connection for about the 1 s sleep.
+    assert_eq!(
+        at(&after, "db_client_connection_use_time_seconds_count"),
+        5.0
+    );
+    let held = at(&after, "db_client_connection_use_time_seconds_sum");
+    assert!(
+        (5.0..8.0).contains(&held),
+        "connections held {held} s in all"
+    );
+    // The overflow connection was closed when it came back (QueuePool).
+    let closed = "poolscope_pool_connections_closed_total";
+    let settle = Instant::now();
+    while metric(
+        std::str::from_utf8(&app.get("/metrics").await.body).unwrap(),
+        &format!("{closed}{p}}}"),
+    ) < 1.0
+    {
+        assert!(
+            settle.elapsed() < Duration::from_secs(2),
+            "the overflow connection was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ok = "http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/test/postgres/\",http_response_status_code=\"200\"}";
     assert_eq!(metric(&after, ok), 5.0);
     assert_eq!(metric(&after, "postgresql_max_connections"), 300.0);
 }
@@ -226,10 +268,13 @@ async fn every_dashboard_query_names_an_exported_metric() {
             let mut parts = rest.split_whitespace();
             let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
             exported.insert(name.to_owned());
-            if kind == "histogram" {
-                for suffix in ["_bucket", "_sum", "_count"] {
-                    exported.insert(format!("{name}{suffix}"));
-                }
+            let suffixes: &[&str] = match kind {
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "counter" => &["_total"],
+                _ => &[],
+            };
+            for suffix in suffixes {
+                exported.insert(format!("{name}{suffix}"));
             }
         }
     }
@@ -248,12 +293,23 @@ async fn every_dashboard_query_names_an_exported_metric() {
     }
     assert!(exprs.len() >= 10, "{exprs:?}");
     let ours = |t: &str| {
-        ["db_client_", "http_server_", "postgresql_"]
+        ["db_client_", "http_server_", "postgresql_", "poolscope_"]
             .iter()
             .any(|p| t.starts_with(p))
     };
     for expr in &exprs {
-        let names: Vec<&str> = expr
+        // Metric names only: label matchers (`{…}`) name labels, not metrics.
+        let mut bare = String::new();
+        let mut depth = 0;
+        for c in expr.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ if depth == 0 => bare.push(c),
+                _ => {}
+            }
+        }
+        let names: Vec<&str> = bare
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .filter(|t| ours(t))
             .collect();

@@ -157,7 +157,7 @@ async fn a_refused_connection_is_answered_at_once_and_the_verdict_matches() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("db_client_connection_refusals{") && l.ends_with(" 2")),
+            .any(|l| l.starts_with("poolscope_pool_refusals_total{") && l.ends_with(" 2")),
         "{metrics}"
     );
 }

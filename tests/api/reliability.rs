@@ -48,7 +48,7 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
         let n: f64 = metrics
             .lines()
             .find(|l| {
-                l.starts_with("http_server_request_duration_count{")
+                l.starts_with("http_server_request_duration_seconds_count{")
                     && l.contains("http_response_status_code=\"499\"")
             })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
