@@ -2,7 +2,8 @@
 //! share, one set of types owned by neither side:
 //! the service serialises [`PoolReport`], the client and the tests
 //! deserialise the same type, so a renamed field fails to compile instead of
-//! failing at a user's terminal.
+//! failing at a user's terminal. The same holds for error answers:
+//! [`ErrorBody`] with its [`ErrorKind`].
 
 use serde::{Deserialize, Serialize};
 
@@ -129,9 +130,109 @@ impl ServerLimits {
     }
 }
 
+/// `error` in every error answer's body: what went wrong, for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    BadRequest,
+    /// The pool stayed full for `DB_POOL_TIMEOUT`.
+    PoolTimeout,
+    /// PostgreSQL refused a new connection: too many clients.
+    DbRefused,
+    PoolerRefused,
+    PoolerTimeout,
+    DbUnavailable,
+    StatementTimeout,
+    Internal,
+    Overloaded,
+    NotFound,
+    MethodNotAllowed,
+    ClientClosed,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::BadRequest,
+        ErrorKind::PoolTimeout,
+        ErrorKind::DbRefused,
+        ErrorKind::PoolerRefused,
+        ErrorKind::PoolerTimeout,
+        ErrorKind::DbUnavailable,
+        ErrorKind::StatementTimeout,
+        ErrorKind::Internal,
+        ErrorKind::Overloaded,
+        ErrorKind::NotFound,
+        ErrorKind::MethodNotAllowed,
+        ErrorKind::ClientClosed,
+    ];
+
+    /// The wire name (as serde writes it; a test keeps the two equal).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::PoolTimeout => "pool_timeout",
+            ErrorKind::DbRefused => "db_refused",
+            ErrorKind::PoolerRefused => "pooler_refused",
+            ErrorKind::PoolerTimeout => "pooler_timeout",
+            ErrorKind::DbUnavailable => "db_unavailable",
+            ErrorKind::StatementTimeout => "statement_timeout",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Overloaded => "overloaded",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::ClientClosed => "client_closed",
+        }
+    }
+
+    /// Gave up waiting in a queue: the app pool's or PgBouncer's.
+    pub fn is_timeout(self) -> bool {
+        matches!(self, ErrorKind::PoolTimeout | ErrorKind::PoolerTimeout)
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorKind,
+    /// For people: what happened and what is allowed.
+    pub message: String,
+    /// `pool_timeout`: how long the request waited, and the pool then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<Live>,
+    /// `db_refused`: what to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_kinds_travel_under_their_names() {
+        for kind in ErrorKind::ALL {
+            let body = ErrorBody {
+                error: kind,
+                message: "m".into(),
+                waited_ms: None,
+                pool: None,
+                hint: None,
+            };
+            let wire = serde_json::to_value(&body).unwrap();
+            assert_eq!(wire["error"], kind.as_str());
+            assert_eq!(serde_json::from_value::<ErrorBody>(wire).unwrap(), body);
+        }
+        let foreign = r#"{"error":"teapot","message":"?"}"#;
+        assert!(serde_json::from_str::<ErrorBody>(foreign).is_err());
+    }
 
     #[test]
     fn the_report_survives_a_round_trip() {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::contract::ErrorKind;
+
 /// Quiet time that separates two runs.
 pub const IDLE_GAP: Duration = Duration::from_secs(1);
 /// Answers kept per run (the page draws 10,000 comfortably).
@@ -19,7 +21,7 @@ pub const MAX_ANSWERS: usize = 50_000;
 
 /// One answer: ms since the run started, HTTP status, error kind if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Answer(pub u32, pub u16, pub Option<&'static str>);
+pub struct Answer(pub u32, pub u16, pub Option<ErrorKind>);
 
 #[derive(Debug)]
 struct Inner {
@@ -100,7 +102,7 @@ impl RunLog {
 
     fn finished(
         &self,
-        answer: Option<(u16, Option<&'static str>)>,
+        answer: Option<(u16, Option<ErrorKind>)>,
         seconds: Option<f64>,
         now: Instant,
     ) {
@@ -152,7 +154,7 @@ pub struct InFlight {
 
 impl InFlight {
     /// `seconds`: the sleep a served request asked for.
-    pub fn answered(mut self, status: u16, kind: Option<&'static str>, seconds: Option<f64>) {
+    pub fn answered(mut self, status: u16, kind: Option<ErrorKind>, seconds: Option<f64>) {
         self.done = true;
         self.log
             .finished(Some((status, kind)), seconds, Instant::now());
@@ -178,10 +180,10 @@ mod tests {
         let a = log.arrived_at(t0);
         let b = log.arrived_at(t0);
         a.answered(200, None, Some(5.0));
-        b.answered(503, Some("db_refused"), None);
+        b.answered(503, Some(ErrorKind::DbRefused), None);
         let v = log.view(0, 0);
         assert_eq!((v.id, v.arrived, v.answered, v.in_flight), (1, 2, 2, 0));
-        assert_eq!(v.answers[1].2, Some("db_refused"));
+        assert_eq!(v.answers[1].2, Some(ErrorKind::DbRefused));
         assert_eq!(v.seconds, Some(5.0));
         // Only what the page has not seen yet.
         assert_eq!(log.view(1, 1).answers.len(), 1);

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::http::{self, Answer, Target, TransportError};
+use crate::contract::{ErrorBody, ErrorKind};
 
 /// What one request came back with.
 #[derive(Debug, Clone)]
@@ -20,8 +21,9 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    /// `error` from a JSON error body (`pool_timeout`, `db_refused`, …).
-    pub error_kind: Option<String>,
+    /// `error` from a JSON error body (`pool_timeout`, `db_refused`, …);
+    /// `None` for a 200, or a body that is not poolscope's.
+    pub error_kind: Option<ErrorKind>,
     /// `pool;dur=` from `Server-Timing`.
     pub pool_wait_ms: Option<f64>,
     /// `X-Replica`: which replica answered, behind a load balancer.
@@ -31,9 +33,9 @@ pub struct Reply {
 impl Reply {
     fn from_answer(answer: &Answer) -> Reply {
         let error_kind = (answer.status != 200)
-            .then(|| serde_json::from_slice::<serde_json::Value>(&answer.body).ok())
+            .then(|| serde_json::from_slice::<ErrorBody>(&answer.body).ok())
             .flatten()
-            .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
+            .map(|body| body.error);
         let pool_wait_ms = answer
             .headers
             .get("server-timing")

@@ -9,6 +9,7 @@ use std::fmt::Write;
 use super::burst::Outcome;
 use super::render::summary_text;
 use super::summary::Report;
+use crate::contract::ErrorKind;
 
 const W: f64 = 1000.0;
 const H: f64 = 360.0;
@@ -17,12 +18,12 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 20.0;
 const BOTTOM: f64 = 36.0;
 
-fn colour(status: u16, kind: Option<&str>) -> &'static str {
+fn colour(status: u16, kind: Option<ErrorKind>) -> &'static str {
     match (status, kind) {
         (200, _) => "#1a7f37",
-        (_, Some("db_refused")) => "#c0152f",
-        (_, Some("pool_timeout")) => "#b35900",
-        (_, Some(k)) if k.starts_with("pooler") => "#6f42c1",
+        (_, Some(ErrorKind::DbRefused)) => "#c0152f",
+        (_, Some(ErrorKind::PoolTimeout)) => "#b35900",
+        (_, Some(ErrorKind::PoolerRefused | ErrorKind::PoolerTimeout)) => "#6f42c1",
         _ => "#444444",
     }
 }
@@ -35,11 +36,11 @@ fn escape(s: &str) -> String {
 
 /// The whole file.
 pub fn html(report: &Report, outcomes: &[Outcome]) -> String {
-    let mut answered: Vec<(f64, u16, Option<&str>)> = outcomes
+    let mut answered: Vec<(f64, u16, Option<ErrorKind>)> = outcomes
         .iter()
         .filter_map(|o| {
             let r = o.result.as_ref().ok()?;
-            Some((o.at, r.status, r.error_kind.as_deref()))
+            Some((o.at, r.status, r.error_kind))
         })
         .collect();
     answered.sort_by(|a, b| a.0.total_cmp(&b.0));

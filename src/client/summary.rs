@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::contract::ErrorKind;
 use serde::Serialize;
 
 use super::burst::{Outcome, Run};
@@ -143,8 +144,8 @@ impl Report {
                         *replicas.entry(r.clone()).or_insert(0) += 1;
                     }
                     *statuses.entry(reply.status.to_string()).or_insert(0) += 1;
-                    if let Some(kind) = &reply.error_kind {
-                        *errors.entry(kind.clone()).or_insert(0) += 1;
+                    if let Some(kind) = reply.error_kind {
+                        *errors.entry(kind.to_string()).or_insert(0) += 1;
                     } else if reply.status != 200 {
                         *errors.entry(format!("http_{}", reply.status)).or_insert(0) += 1;
                     }
@@ -226,10 +227,10 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
 /// timeouts with their times, anything else by kind.
 fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
     let served = split_at_gaps(outcomes.iter().filter(|o| is_ok(o)).collect(), gap);
-    let times = |kind: &str| -> Vec<f64> {
+    let times = |kind: ErrorKind| -> Vec<f64> {
         outcomes
             .iter()
-            .filter(|o| matches!(&o.result, Ok(r) if r.error_kind.as_deref() == Some(kind)))
+            .filter(|o| matches!(&o.result, Ok(r) if r.error_kind == Some(kind)))
             .map(|o| o.at)
             .collect()
     };
@@ -238,13 +239,23 @@ fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
             .iter()
             .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
             .collect(),
-        refused_at: times("db_refused"),
-        timeouts_at: [times("pool_timeout"), times("pooler_timeout")].concat(),
+        refused_at: times(ErrorKind::DbRefused),
+        timeouts_at: [
+            times(ErrorKind::PoolTimeout),
+            times(ErrorKind::PoolerTimeout),
+        ]
+        .concat(),
         other: report
             .errors
             .iter()
             .filter(|(k, _)| {
-                !matches!(k.as_str(), "db_refused" | "pool_timeout" | "pooler_timeout")
+                ![
+                    ErrorKind::DbRefused,
+                    ErrorKind::PoolTimeout,
+                    ErrorKind::PoolerTimeout,
+                ]
+                .iter()
+                .any(|known| known.as_str() == k.as_str())
             })
             .map(|(k, v)| (k.clone(), *v as u64))
             .collect(),

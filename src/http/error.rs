@@ -4,17 +4,12 @@
 
 use std::time::Duration;
 
-use poem::http::{header, HeaderValue, StatusCode};
-use poem::{error::ResponseError, Response};
-use serde_json::{json, Value};
-
+use crate::contract::ErrorBody;
+pub use crate::contract::ErrorKind;
 use crate::db::errors::DbError;
 use crate::db::pool::{AcquireError, LiveCounts};
-
-/// The kind of an error answer, left in the response's extensions for the
-/// live page's record of the run.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{error::ResponseError, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -52,20 +47,20 @@ impl ApiError {
     }
 
     /// The machine-readable kind, also used by the client's summary.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::PoolTimeout { .. } => "pool_timeout",
-            ApiError::Db(DbError::Refused) => "db_refused",
-            ApiError::Db(DbError::PoolerRefused) => "pooler_refused",
-            ApiError::Db(DbError::PoolerTimeout) => "pooler_timeout",
-            ApiError::Db(DbError::Unavailable(_)) => "db_unavailable",
-            ApiError::Db(DbError::StatementTimeout) => "statement_timeout",
-            ApiError::Db(DbError::Other(_)) => "internal",
-            ApiError::Overloaded { .. } => "overloaded",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::ClientClosed => "client_closed",
+            ApiError::BadRequest(_) => ErrorKind::BadRequest,
+            ApiError::PoolTimeout { .. } => ErrorKind::PoolTimeout,
+            ApiError::Db(DbError::Refused) => ErrorKind::DbRefused,
+            ApiError::Db(DbError::PoolerRefused) => ErrorKind::PoolerRefused,
+            ApiError::Db(DbError::PoolerTimeout) => ErrorKind::PoolerTimeout,
+            ApiError::Db(DbError::Unavailable(_)) => ErrorKind::DbUnavailable,
+            ApiError::Db(DbError::StatementTimeout) => ErrorKind::StatementTimeout,
+            ApiError::Db(DbError::Other(_)) => ErrorKind::Internal,
+            ApiError::Overloaded { .. } => ErrorKind::Overloaded,
+            ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::ClientClosed => ErrorKind::ClientClosed,
         }
     }
 
@@ -83,17 +78,24 @@ impl ApiError {
         }
     }
 
-    fn body(&self) -> Value {
-        let mut body = json!({ "error": self.kind(), "message": self.to_string() });
+    fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody {
+            error: self.kind(),
+            message: self.to_string(),
+            waited_ms: None,
+            pool: None,
+            hint: None,
+        };
         match self {
             ApiError::PoolTimeout { waited, live, .. } => {
-                body["waited_ms"] = json!(waited.as_millis() as u64);
-                body["pool"] = json!(live);
+                body.waited_ms = Some(waited.as_millis() as u64);
+                body.pool = Some(*live);
             }
             ApiError::Db(DbError::Refused) => {
-                body["hint"] = json!(
+                body.hint = Some(
                     "DB_POOL_SIZE + DB_MAX_OVERFLOW exceeds the connections PostgreSQL grants; \
                      raise max_connections (POSTGRES_MAX_CONNECTIONS) or shrink the pool"
+                        .into(),
                 );
             }
             _ => {}
@@ -122,12 +124,12 @@ impl ResponseError for ApiError {
         let mut resp = Response::builder()
             .status(self.status())
             .content_type("application/json")
-            .body(self.body().to_string());
+            .body(serde_json::to_string(&self.body()).unwrap_or_default());
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        resp.extensions_mut().insert(ErrorKind(self.kind()));
+        resp.extensions_mut().insert(self.kind());
         resp
     }
 }

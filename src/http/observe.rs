@@ -99,7 +99,7 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
             }
             access.answered(&resp);
             if let Some(in_flight) = in_flight {
-                let kind = resp.extensions().get::<ErrorKind>().map(|k| k.0);
+                let kind = resp.extensions().get::<ErrorKind>().copied();
                 let seconds = resp.extensions().get::<Timing>().map(|t| t.seconds);
                 in_flight.answered(resp.status().as_u16(), kind, seconds);
             }
