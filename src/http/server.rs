@@ -10,8 +10,9 @@
 //!
 //! It also gives every connection its hang-up token ([`ClientGone`]) and does
 //! what poem's server does on shutdown: stop accepting, let in-flight requests
-//! finish (idle keep-alive connections close at once) for up to the grace
-//! period, then drop what is left.
+//! finish (idle keep-alive connections close at once; hyper-util's
+//! `GracefulShutdown` tells each connection) for up to the grace period, then
+//! drop what is left.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
@@ -51,8 +53,9 @@ pub async fn serve<E>(
         Ok(addr) => LocalAddr(addr.into()),
         Err(_) => LocalAddr::default(),
     };
+    let graceful = GracefulShutdown::new();
+    // Every connection's task, so that what outlives the grace can be dropped.
     let connections = TaskTracker::new();
-    let stopping = CancellationToken::new();
     let abort = CancellationToken::new();
     let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
@@ -61,7 +64,7 @@ pub async fn serve<E>(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
-                    let conn = serve_connection(stream, remote, local.clone(), ep.clone(), stopping.clone());
+                    let conn = graceful.watch(connection(stream, remote, local.clone(), ep.clone()));
                     let abort = abort.clone();
                     connections.spawn(async move {
                         tokio::select! {
@@ -78,9 +81,8 @@ pub async fn serve<E>(
         }
     }
     drop(listener);
-    stopping.cancel();
     connections.close();
-    if tokio::time::timeout(grace, connections.wait())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -90,17 +92,18 @@ pub async fn serve<E>(
             "requests still running after SHUTDOWN_GRACE; dropping them"
         );
         abort.cancel();
-        connections.wait().await;
     }
+    connections.wait().await;
 }
 
-async fn serve_connection<E>(
+/// One client's HTTP/1.1 connection, with its hang-up token.
+fn connection<E>(
     stream: TcpStream,
     remote: SocketAddr,
     local: LocalAddr,
     ep: Arc<E>,
-    stopping: CancellationToken,
-) where
+) -> impl GracefulConnection
+where
     E: Endpoint<Output = Response> + 'static,
 {
     // Responses go out in one write; don't let Nagle hold back the next one.
@@ -119,18 +122,10 @@ async fn serve_connection<E>(
             Ok::<_, Infallible>(resp.into())
         }
     });
-    let conn = http1::Builder::new()
+    http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stopping.cancelled() => {}
-    }
-    // Finish the request in flight, if any, then close.
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+        .serve_connection(io, service)
 }
 
 /// Logs accept errors (typically "too many open files") at most once a second.

@@ -122,3 +122,41 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// SIGTERM with a request longer than SHUTDOWN_GRACE: the service waits the
+/// grace, says it is dropping what is left, and exits 0 without waiting for
+/// the statement; an idle keep-alive connection does not hold it up.
+#[tokio::test]
+async fn sigterm_gives_up_on_requests_after_the_grace() {
+    let url = Cluster::shared().create_database();
+    let served = ServeProcess::start(&url, &[("SHUTDOWN_GRACE", "1")], true).await;
+    // An idle keep-alive connection, and a request that would take 10 s.
+    let idle = reqwest::Client::new();
+    assert!(idle
+        .get(format!("{}/healthz", served.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let long = format!("{}/test/postgres/?seconds=10", served.base);
+    let in_flight = tokio::spawn(async move { try_get(&long, Duration::from_secs(15)).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let signalled = Instant::now();
+    served.sigterm();
+    let out = served.wait().await;
+    let took = signalled.elapsed();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "exited {took:?} after SIGTERM with SHUTDOWN_GRACE=1"
+    );
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains("requests still running after SHUTDOWN_GRACE"),
+        "{logs}"
+    );
+    // The connection was dropped: no answer at all.
+    assert!(in_flight.await.unwrap().is_err());
+    eprintln!("measured: SIGTERM with a 10 s request in flight and SHUTDOWN_GRACE=1: exit 0 after {took:?}");
+}
