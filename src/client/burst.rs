@@ -132,3 +132,23 @@ pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &impl Watc
         interrupted,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::server_timing_pool_ms;
+
+    #[test]
+    fn the_pool_wait_is_read_from_server_timing() {
+        assert_eq!(
+            server_timing_pool_ms("pool;dur=0.3, pooler;dur=0.3, db;dur=202.0"),
+            Some(0.3)
+        );
+        assert_eq!(
+            server_timing_pool_ms("db;dur=5, pool;dur=4999.5"),
+            Some(4999.5)
+        );
+        assert_eq!(server_timing_pool_ms("db;dur=5"), None);
+        assert_eq!(server_timing_pool_ms("pool;desc=x"), None);
+        assert_eq!(server_timing_pool_ms("pool;dur=abc"), None);
+    }
+}

@@ -337,3 +337,63 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         prediction,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::burst::Reply;
+    use crate::client::http::TransportError;
+
+    fn answer(at: f64, status: u16, pool_wait_ms: Option<f64>) -> Outcome {
+        Outcome {
+            at,
+            result: Ok(Reply {
+                status,
+                error_kind: None,
+                pool_wait_ms,
+                replica: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn answers_group_into_waves_at_gaps_and_failures_stay_out() {
+        let outcomes = vec![
+            answer(10.02, 200, Some(5000.0)),
+            answer(5.01, 200, Some(1.0)),
+            answer(5.03, 503, None),
+            Outcome {
+                at: 7.0,
+                result: Err(TransportError::Reset),
+            },
+            answer(5.02, 200, Some(3.0)),
+            answer(10.01, 200, Some(4990.0)),
+        ];
+        let waves = group_waves(&outcomes, wave_gap(Some(5.0)));
+        assert_eq!(waves.len(), 2, "{waves:?}");
+        assert_eq!((waves[0].size, waves[0].ok), (3, 2));
+        assert_eq!((waves[0].first_s, waves[0].last_s), (5.01, 5.03));
+        assert_eq!(waves[0].median_pool_wait_ms, Some(3.0));
+        assert_eq!((waves[1].size, waves[1].ok), (2, 2));
+        assert_eq!(waves[1].median_pool_wait_ms, Some(5000.0));
+    }
+
+    #[test]
+    fn the_gap_is_a_quarter_of_the_sleep_with_a_floor() {
+        assert_eq!(wave_gap(Some(5.0)), 1.25);
+        assert_eq!(wave_gap(Some(0.0)), 0.05);
+        assert_eq!(wave_gap(None), 1.0);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let outcomes: Vec<Outcome> = (1..=100)
+            .map(|i| answer(f64::from(i) / 1000.0, 200, None))
+            .collect();
+        let l = latency(&outcomes).unwrap();
+        assert_eq!((l.p50, l.p95, l.p99, l.max), (50.0, 95.0, 99.0, 100.0));
+        let one = latency(&outcomes[..1]).unwrap();
+        assert_eq!((one.p50, one.p99, one.max), (1.0, 1.0, 1.0));
+        assert!(latency(&[]).is_none());
+    }
+}

@@ -133,3 +133,139 @@ impl ResponseError for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: ApiError) -> (u16, Option<String>, ErrorBody) {
+        let resp = e.as_response();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = resp.status().as_u16();
+        let body = serde_json::from_str(
+            &futures_util::FutureExt::now_or_never(resp.into_body().into_string())
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        (status, retry, body)
+    }
+
+    #[test]
+    fn each_failure_has_its_status_kind_and_retry_advice() {
+        let live = LiveCounts {
+            open: 20,
+            idle: 0,
+            in_use: 20,
+            waiting: 80,
+        };
+        let cases = [
+            (
+                ApiError::BadRequest("x".into()),
+                400,
+                None,
+                ErrorKind::BadRequest,
+            ),
+            (
+                ApiError::PoolTimeout {
+                    waited: Duration::from_secs(30),
+                    pool_timeout: Duration::from_secs(30),
+                    live,
+                },
+                503,
+                Some("1"),
+                ErrorKind::PoolTimeout,
+            ),
+            (
+                ApiError::Db(DbError::Refused),
+                503,
+                Some("1"),
+                ErrorKind::DbRefused,
+            ),
+            (
+                ApiError::Db(DbError::PoolerRefused),
+                503,
+                Some("1"),
+                ErrorKind::PoolerRefused,
+            ),
+            (
+                ApiError::Db(DbError::PoolerTimeout),
+                503,
+                Some("1"),
+                ErrorKind::PoolerTimeout,
+            ),
+            (
+                ApiError::Db(DbError::Unavailable("down".into())),
+                503,
+                Some("1"),
+                ErrorKind::DbUnavailable,
+            ),
+            (
+                ApiError::Db(DbError::StatementTimeout),
+                504,
+                None,
+                ErrorKind::StatementTimeout,
+            ),
+            (
+                ApiError::Db(DbError::Other("?".into())),
+                500,
+                None,
+                ErrorKind::Internal,
+            ),
+            (
+                ApiError::Overloaded { limit: 5 },
+                503,
+                Some("1"),
+                ErrorKind::Overloaded,
+            ),
+            (
+                ApiError::NotFound("/x".into()),
+                404,
+                None,
+                ErrorKind::NotFound,
+            ),
+            (
+                ApiError::MethodNotAllowed,
+                405,
+                None,
+                ErrorKind::MethodNotAllowed,
+            ),
+        ];
+        for (error, status, retry, kind) in cases {
+            let what = format!("{error:?}");
+            let (s, r, body) = answer(error);
+            assert_eq!(
+                (s, r.as_deref(), body.error),
+                (status, retry, kind),
+                "{what}"
+            );
+            assert!(!body.message.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_timeout_shows_the_pool_and_a_refusal_says_what_to_change() {
+        let live = LiveCounts {
+            open: 20,
+            idle: 0,
+            in_use: 20,
+            waiting: 80,
+        };
+        let (_, _, body) = answer(ApiError::PoolTimeout {
+            waited: Duration::from_millis(30_010),
+            pool_timeout: Duration::from_secs(30),
+            live,
+        });
+        assert_eq!((body.waited_ms, body.pool), (Some(30_010), Some(live)));
+        assert!(
+            body.message.contains("DB_POOL_TIMEOUT (30s)"),
+            "{}",
+            body.message
+        );
+        let (_, _, body) = answer(ApiError::Db(DbError::Refused));
+        assert!(body.hint.unwrap().contains("max_connections"));
+    }
+}

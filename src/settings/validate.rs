@@ -315,3 +315,52 @@ pub fn parse_seconds(raw: &str, min: f64, max: f64) -> Option<Duration> {
     let value: f64 = raw.trim().parse().ok()?;
     (value.is_finite() && value >= min && value <= max).then(|| Duration::from_secs_f64(value))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seconds;
+    use crate::settings::Settings;
+    use std::time::Duration;
+
+    #[test]
+    fn seconds_are_finite_and_within_range() {
+        assert_eq!(
+            parse_seconds(" 2.5 ", 0.0, 10.0),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_seconds("0", 0.0, 10.0), Some(Duration::ZERO));
+        for bad in ["-1", "11", "NaN", "inf", "1e309", "", "5s"] {
+            assert_eq!(parse_seconds(bad, 0.0, 10.0), None, "{bad:?}");
+        }
+    }
+
+    /// Every wrong variable is reported at once, each naming what is allowed.
+    #[test]
+    fn all_problems_are_reported_together() {
+        let errors = Settings::from_vars([
+            ("DB_POOL_SIZE", "0"),
+            ("DB_MAX_OVERFLOW", "0"),
+            ("APP_PORT", "http"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .unwrap_err();
+        let text = errors.to_string();
+        for name in ["DB_POOL_SIZE + DB_MAX_OVERFLOW", "APP_PORT", "LOG_FORMAT"] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        assert!(text.contains("pretty") && text.contains("json"), "{text}");
+    }
+
+    #[test]
+    fn the_statement_timeout_follows_sleep_max() {
+        let s = Settings::from_vars([("SLEEP_MAX", "20")]).unwrap();
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(25));
+        let err = Settings::from_vars([("SLEEP_MAX", "20"), ("DB_STATEMENT_TIMEOUT", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DB_STATEMENT_TIMEOUT") && err.contains("SLEEP_MAX"),
+            "{err}"
+        );
+    }
+}
