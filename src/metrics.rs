@@ -205,59 +205,71 @@ fn register_pool(r: &mut Registry, pool: &PoolSnapshot, recorded: &PoolMetrics) 
         "Connections in the pool by state (idle, used)",
         count,
     );
-    r.register(
-        "db_client_connection_max",
-        "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
-        pool_gauge(f64::from(pool.max)),
-    );
-    r.register(
-        "db_client_connection_idle_min",
-        "Connections the pool keeps open (DB_POOL_SIZE)",
-        pool_gauge(f64::from(pool.size)),
-    );
-    r.register(
-        "db_client_connection_idle_max",
-        "Most connections left idle; overflow beyond DB_POOL_SIZE is closed (DB_POOL_SIZE)",
-        pool_gauge(f64::from(pool.size)),
-    );
-    r.register(
-        "db_client_connection_pending_requests",
-        "Requests waiting for a connection",
-        pool_gauge(f64::from(pool.pending)),
-    );
-    r.register_with_unit(
-        "db_client_connection_wait_time",
-        "Time waited for a connection, served or not",
-        Unit::Seconds,
-        for_pool(recorded.wait_time.clone()),
-    );
-    r.register_with_unit(
-        "db_client_connection_create_time",
-        "Time to open a connection (login included) for a request or the warm-up",
-        Unit::Seconds,
-        for_pool(recorded.create_time.clone()),
-    );
-    r.register_with_unit(
-        "db_client_connection_use_time",
-        "Time a connection was out of the pool, from hand-out to return",
-        Unit::Seconds,
-        for_pool(recorded.use_time.clone()),
-    );
-    r.register(
-        "db_client_connection_timeouts",
-        "Acquires that gave up after DB_POOL_TIMEOUT with the pool busy",
-        for_pool(recorded.timeouts.clone()),
-    );
-    r.register(
-        "poolscope_pool_refusals",
-        "Acquires that failed because PostgreSQL refused a new connection (too many clients)",
-        for_pool(recorded.refusals.clone()),
-    );
-    r.register(
-        "poolscope_pool_connections_opened",
-        "Connections the pool opened",
-        for_pool(recorded.opened.clone()),
-    );
+    let gauges = [
+        (
+            "db_client_connection_max",
+            "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
+            pool.max,
+        ),
+        (
+            "db_client_connection_idle_min",
+            "Connections the pool keeps open (DB_POOL_SIZE)",
+            pool.size,
+        ),
+        (
+            "db_client_connection_idle_max",
+            "Most connections left idle; overflow beyond DB_POOL_SIZE is closed (DB_POOL_SIZE)",
+            pool.size,
+        ),
+        (
+            "db_client_connection_pending_requests",
+            "Requests waiting for a connection",
+            pool.pending,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        r.register(name, help, pool_gauge(f64::from(value)));
+    }
+    let histograms = [
+        (
+            "db_client_connection_wait_time",
+            "Time waited for a connection, served or not",
+            &recorded.wait_time,
+        ),
+        (
+            "db_client_connection_create_time",
+            "Time to open a connection (login included) for a request or the warm-up",
+            &recorded.create_time,
+        ),
+        (
+            "db_client_connection_use_time",
+            "Time a connection was out of the pool, from hand-out to return",
+            &recorded.use_time,
+        ),
+    ];
+    for (name, help, h) in histograms {
+        r.register_with_unit(name, help, Unit::Seconds, for_pool(h.clone()));
+    }
+    let counters = [
+        (
+            "db_client_connection_timeouts",
+            "Acquires that gave up after DB_POOL_TIMEOUT with the pool busy",
+            &recorded.timeouts,
+        ),
+        (
+            "poolscope_pool_refusals",
+            "Acquires that failed because PostgreSQL refused a new connection (too many clients)",
+            &recorded.refusals,
+        ),
+        (
+            "poolscope_pool_connections_opened",
+            "Connections the pool opened",
+            &recorded.opened,
+        ),
+    ];
+    for (name, help, c) in counters {
+        r.register(name, help, for_pool(c.clone()));
+    }
     r.register(
         "poolscope_pool_connections_closed",
         "Connections the pool closed (surplus overflow, recycled, broken)",
