@@ -245,7 +245,8 @@ pg_cpu_ticks() {
   for k in $kids; do files+=("/proc/$k/stat"); done
   # Backends may exit meanwhile: unreadable files are skipped.
   { sed 's/.*) //' "/proc/$PG_PID/stat" | awk '{print $12 + $13 + $14 + $15}'
-    for f in "${files[@]}"; do sed 's/.*) //' "$f" 2>/dev/null | awk '{print $12 + $13}'; done
+    # (`|| true`: under pipefail a vanished backend's failed read would end the run.)
+    for f in "${files[@]}"; do sed 's/.*) //' "$f" 2>/dev/null | awk '{print $12 + $13}' || true; done
   } | awk '{s += $1} END {print s + 0}'
 }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
