@@ -97,7 +97,7 @@ pub struct PoolerReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerLimits {
     pub max_connections: u32,
-    /// `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+).
+    /// Slots this role may not use: `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+) for an ordinary role, fewer for a member of `pg_use_reserved_connections`, none for a superuser.
     pub reserved: u32,
     /// Client backends in the whole cluster.
     pub backends_total: u32,

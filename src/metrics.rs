@@ -297,7 +297,7 @@ fn register_postgres(r: &mut Registry, server: Option<&ServerLimits>) {
     );
     r.register(
         "postgresql_reserved_connections",
-        "Slots reserved for superusers (superuser_reserved_connections + reserved_connections)",
+        "Slots the service's role may not use (superuser_reserved_connections + reserved_connections; 0 for a superuser)",
         plain_gauge(f64::from(s.reserved)),
     );
     let backends = Family::<[(&'static str, &'static str); 1], Gauge>::default();

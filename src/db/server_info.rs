@@ -53,10 +53,21 @@ pub struct Monitor {
     last_refusal: std::sync::Mutex<Option<Instant>>,
 }
 
+/// `max_connections`, the slots this role may not use, and the client backends.
+/// Reserved slots depend on who asks: a superuser may use them all;
+/// `reserved_connections` (PostgreSQL 16+) is open to members of
+/// `pg_use_reserved_connections`; `superuser_reserved_connections` to
+/// superusers only. (CASE, not AND: PostgreSQL < 16 has no such role, and
+/// `pg_has_role` on a missing role is an error.)
 const LIMITS_SQL: &str = "\
 SELECT current_setting('max_connections')::int4, \
-       current_setting('superuser_reserved_connections')::int4 \
-         + COALESCE(current_setting('reserved_connections', true)::int4, 0), \
+       CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN 0 \
+            ELSE current_setting('superuser_reserved_connections')::int4 \
+              + CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles \
+                                      WHERE rolname = 'pg_use_reserved_connections') THEN 0 \
+                     WHEN pg_has_role(current_user, 'pg_use_reserved_connections', 'USAGE') THEN 0 \
+                     ELSE COALESCE(current_setting('reserved_connections', true)::int4, 0) END \
+       END::int4, \
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int4";
 
 /// This service's connections in this database, by `application_name`.

@@ -188,3 +188,37 @@ async fn a_server_slower_than_promised_gets_differs() {
     assert_eq!(r["expectation"]["matches"], false, "{r}");
     eprintln!("measured: verdict under a held lock: {verdict}");
 }
+
+/// The reserved slots are reserved from the service's role: a superuser may
+/// use them, so the arithmetic must not count them against it.
+#[tokio::test]
+async fn reserved_slots_count_only_against_roles_that_may_not_use_them() {
+    let cluster = Cluster::shared();
+    let ordinary = TestApp::spawn(&[]).await;
+    let pool = json(&ordinary.get("/pool").await);
+    assert_eq!(pool["postgres"]["reserved"], 3, "{pool}");
+
+    let role = format!("su_{}", crate::helpers::unique_suffix());
+    cluster.sql(
+        "postgres",
+        &format!("CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'su-pw'"),
+    );
+    let url = format!(
+        "postgres://{role}:su-pw@{}:{}/{}",
+        cluster.host, cluster.port, ordinary.db_name
+    );
+    let superuser = TestApp::spawn_with_url(&url, &[]).await;
+    superuser.wait_ready(Duration::from_secs(30)).await;
+    let pool = json(&superuser.get("/pool").await);
+    assert_eq!(pool["postgres"]["reserved"], 0, "{pool}");
+    let (max, total) = (
+        pool["postgres"]["max_connections"].as_u64().unwrap(),
+        pool["postgres"]["backends_total"].as_u64().unwrap(),
+    );
+    let service = pool["postgres"]["backends_service_all"].as_u64().unwrap();
+    assert_eq!(
+        pool["postgres"]["grantable_to_service"].as_u64().unwrap(),
+        max - (total - service),
+        "{pool}"
+    );
+}
