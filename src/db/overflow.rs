@@ -82,6 +82,11 @@ impl Occupancy {
         Inside(self.clone())
     }
 
+    /// Requests inside sqlx's acquire right now.
+    pub(super) fn acquiring(&self) -> u32 {
+        self.acquiring.load(Ordering::Relaxed) as u32
+    }
+
     /// An acquire now may open a connection, at once or after waiting: no
     /// idle connection for every request inside sqlx's acquire (this one
     /// included). When it waits, the slot it gets may be one a close just
