@@ -353,6 +353,11 @@ impl Pool {
             Gate::Refused(e) => return Waited::Failed(e),
             Gate::DeadlinePassed => return Waited::DeadlinePassed,
         };
+        let stuck_after = if inner.gate.may_be_refused(&inner.monitor) {
+            refusal::STUCK_AFTER_AT_THE_LIMIT
+        } else {
+            refusal::STUCK_AFTER
+        };
         // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
         let acquire = Box::pin(tokio::time::timeout_at(
             deadline.into(),
@@ -364,7 +369,7 @@ impl Pool {
                 Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
                 Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
             },
-            e = refusal::stuck(&inner.monitor) => Waited::Failed(e),
+            e = refusal::stuck(&inner.monitor, stuck_after) => Waited::Failed(e),
         };
         drop(growing);
         waited
