@@ -5,8 +5,8 @@
 # It runs in a scratch copy of the working tree (no target/, .git or .env) under
 # a project name of its own, and always ends with `docker compose down -v`.
 # When no registry can be reached, the public base images are replaced by local
-# stand-ins through POSTGRES_IMAGE / RUST_IMAGE / RUNTIME_IMAGE; nothing else
-# differs from a user's run.
+# stand-ins through POSTGRES_IMAGE / RUST_IMAGE / RUNTIME_IMAGE / HAPROXY_IMAGE /
+# TRIXIE_IMAGE / PROMETHEUS_IMAGE; nothing else differs from a user's run.
 #
 # Besides the two scenarios it checks the stack's reliability and security
 # (issue 6; each prints a `measured:` line): db restart under load, graceful
