@@ -97,7 +97,9 @@ pub struct PoolerReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerLimits {
     pub max_connections: u32,
-    /// Slots this role may not use: `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+) for an ordinary role, fewer for a member of `pg_use_reserved_connections`, none for a superuser.
+    /// Slots the service's role may not use: `superuser_reserved_connections`
+    /// plus `reserved_connections` (PostgreSQL 16+) for an ordinary role, fewer
+    /// for a member of `pg_use_reserved_connections`, none for a superuser.
     pub reserved: u32,
     /// Client backends in the whole cluster.
     pub backends_total: u32,
@@ -110,8 +112,8 @@ pub struct ServerLimits {
 }
 
 impl ServerLimits {
-    /// Slots this replica's pool can hold at most: what a non-superuser may
-    /// use, minus the backends of everyone else (other replicas and every
+    /// Slots this replica's pool can hold at most: what the service's role
+    /// may use, minus the backends of everyone else (other replicas and every
     /// monitor included).
     pub fn grantable_to_pool(&self) -> u32 {
         self.grantable_beside(self.backends_service)

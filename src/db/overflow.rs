@@ -76,24 +76,25 @@ impl Occupancy {
         }
     }
 
-    /// Counts a request inside sqlx's acquire until the guard is dropped.
+    /// Counts a request inside sqlx's acquire until the guard is dropped;
+    /// the guard knows whether that acquire may log in (then it runs off the
+    /// workers, see [`super::login`]).
     pub(super) fn enter_acquire(self: &Arc<Self>) -> Inside {
+        let may_log_in = self.no_idle_for_next();
         self.acquiring.fetch_add(1, Ordering::Relaxed);
-        Inside(self.clone())
+        Inside {
+            occupancy: self.clone(),
+            may_log_in,
+        }
     }
 
-    /// Requests inside sqlx's acquire right now.
-    pub(super) fn acquiring(&self) -> u32 {
-        self.acquiring.load(Ordering::Relaxed) as u32
-    }
-
-    /// An acquire now may open a connection, at once or after waiting: no
-    /// idle connection for every request inside sqlx's acquire (this one
-    /// included). When it waits, the slot it gets may be one a close just
-    /// freed, and then it logs in, so it runs off the workers either way.
-    fn may_log_in(&self) -> bool {
-        let acquiring = self.acquiring.load(Ordering::Relaxed).max(1);
-        (self.idle() as usize) < acquiring
+    /// Whether the next request to enter sqlx's acquire finds no idle
+    /// connection of its own: the idle ones count as taken by the requests
+    /// already inside (sqlx's idle count lags behind a burst of requests on
+    /// their way to those connections). Then that acquire may open one, at
+    /// once or after waiting (the slot it gets may be one a close just freed).
+    pub(super) fn no_idle_for_next(&self) -> bool {
+        self.idle() as usize <= self.acquiring.load(Ordering::Relaxed)
     }
 
     /// sqlx's idle count, which briefly wraps below zero while a connection
@@ -151,18 +152,21 @@ impl Occupancy {
 }
 
 /// A request inside sqlx's acquire (see [`Occupancy::enter_acquire`]).
-pub struct Inside(Arc<Occupancy>);
+pub struct Inside {
+    occupancy: Arc<Occupancy>,
+    may_log_in: bool,
+}
 
 impl Inside {
     /// Whether this acquire may log in (then it runs off the workers).
     pub(super) fn may_log_in(&self) -> bool {
-        self.0.may_log_in()
+        self.may_log_in
     }
 }
 
 impl Drop for Inside {
     fn drop(&mut self) {
-        self.0.acquiring.fetch_sub(1, Ordering::Relaxed);
+        self.occupancy.acquiring.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -34,7 +34,7 @@ use super::errors::DbError;
 use super::login::off_the_workers;
 use super::overflow::{self, Occupancy, Turn};
 use super::pooler::Pooler;
-use super::refusal::{self, Gate, Gatekeeper};
+use super::refusal::{Gate, Gatekeeper};
 use super::server_info::{Monitor, ProbeOutcome};
 use super::waiters::Waiters;
 use super::{application_name, POOL_APP};
@@ -167,14 +167,11 @@ impl Pool {
     }
 
     /// No idle connection left for this request and room to grow: an acquire
-    /// now opens one. Idle connections count as taken by the requests already
-    /// inside sqlx's acquire: in a burst, sqlx's idle count lags behind the
-    /// requests on their way to those connections, and a request that trusted
-    /// it skipped the gate and met PostgreSQL's refusal inside sqlx (found
-    /// only by the stuck check, 0.5 s later: e2e, about one run in three).
+    /// now opens one. (Trusting sqlx's idle count alone let requests of a
+    /// burst skip the gate and meet PostgreSQL's refusal inside sqlx, found
+    /// only by the stuck check: e2e, about one run in three.)
     fn must_open(&self) -> bool {
-        let occupancy = &self.inner.occupancy;
-        occupancy.idle() <= occupancy.acquiring()
+        self.inner.occupancy.no_idle_for_next()
             && self.sqlx().size() < self.inner.settings.pool_max()
     }
 
@@ -353,11 +350,6 @@ impl Pool {
             Gate::Refused(e) => return Waited::Failed(e),
             Gate::DeadlinePassed => return Waited::DeadlinePassed,
         };
-        let stuck_after = if inner.gate.may_be_refused(&inner.monitor) {
-            refusal::STUCK_AFTER_AT_THE_LIMIT
-        } else {
-            refusal::STUCK_AFTER
-        };
         // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
         let acquire = Box::pin(tokio::time::timeout_at(
             deadline.into(),
@@ -369,7 +361,7 @@ impl Pool {
                 Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
                 Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
             },
-            e = refusal::stuck(&inner.monitor, stuck_after) => Waited::Failed(e),
+            e = inner.gate.stuck(&inner.monitor) => Waited::Failed(e),
         };
         drop(growing);
         waited

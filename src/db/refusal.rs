@@ -97,7 +97,7 @@ impl Gatekeeper {
 
     /// Whether opening one more connection may be refused: the pool may grow
     /// past what PostgreSQL granted at the last sample, or nobody knows.
-    pub fn may_be_refused(&self, monitor: &Monitor) -> bool {
+    fn may_be_refused(&self, monitor: &Monitor) -> bool {
         if self.through_pooler {
             return false;
         }
@@ -106,13 +106,23 @@ impl Gatekeeper {
             None => true,
         }
     }
+
+    /// Resolves, with the reason, once a request inside sqlx should give up:
+    /// after [`STUCK_AFTER`] ([`STUCK_AFTER_AT_THE_LIMIT`] where the server may
+    /// be full), whenever the shared probe says the server refuses or cannot
+    /// be reached. Raced against the acquire; never resolves while the server
+    /// accepts connections.
+    pub async fn stuck(&self, monitor: &Monitor) -> DbError {
+        let after = if self.may_be_refused(monitor) {
+            STUCK_AFTER_AT_THE_LIMIT
+        } else {
+            STUCK_AFTER
+        };
+        stuck_after(monitor, after).await
+    }
 }
 
-/// Resolves, with the reason, once a request inside sqlx should give up:
-/// after `after`, whenever the shared probe says the server refuses
-/// or cannot be reached. Raced against the acquire; never resolves while
-/// the server accepts connections.
-pub async fn stuck(monitor: &Monitor, after: Duration) -> DbError {
+async fn stuck_after(monitor: &Monitor, after: Duration) -> DbError {
     tokio::time::sleep(after).await;
     loop {
         match Box::pin(monitor.probe()).await {
