@@ -163,10 +163,6 @@ fn pool_counter(total: u64) -> Family<PoolLabel, Counter, impl Fn() -> Counter +
     for_pool(counter)
 }
 
-fn plain_gauge(value: f64) -> ConstGauge<f64> {
-    ConstGauge::new(value)
-}
-
 /// Renders the whole exposition.
 pub fn render(
     pool: &PoolSnapshot,
@@ -287,18 +283,18 @@ fn register_postgres(r: &mut Registry, server: Option<&ServerLimits>) {
     r.register(
         "postgresql_up",
         "1 when the service's last sample of PostgreSQL succeeded",
-        plain_gauge(if server.is_some() { 1.0 } else { 0.0 }),
+        ConstGauge::new(if server.is_some() { 1.0 } else { 0.0 }),
     );
     let Some(s) = server else { return };
     r.register(
         "postgresql_max_connections",
         "PostgreSQL's max_connections",
-        plain_gauge(f64::from(s.max_connections)),
+        ConstGauge::new(f64::from(s.max_connections)),
     );
     r.register(
         "postgresql_reserved_connections",
         "Slots the service's role may not use (superuser_reserved_connections + reserved_connections; 0 for a superuser)",
-        plain_gauge(f64::from(s.reserved)),
+        ConstGauge::new(f64::from(s.reserved)),
     );
     let backends = Family::<[(&'static str, &'static str); 1], Gauge>::default();
     backends
@@ -315,12 +311,12 @@ fn register_postgres(r: &mut Registry, server: Option<&ServerLimits>) {
     r.register(
         "postgresql_grantable_to_pool",
         "Connections the pool can get: max_connections - reserved - other backends",
-        plain_gauge(f64::from(s.grantable_to_pool())),
+        ConstGauge::new(f64::from(s.grantable_to_pool())),
     );
     r.register(
         "poolscope_replicas",
         "Replicas of the service seen in pg_stat_activity (one monitor connection each)",
-        plain_gauge(s.replicas.len() as f64),
+        ConstGauge::new(s.replicas.len() as f64),
     );
 }
 
@@ -359,7 +355,7 @@ fn register_pooler(r: &mut Registry, b: &PoolerReport) {
         ),
     ];
     for (name, help, value) in rows {
-        r.register(name, help, plain_gauge(value));
+        r.register(name, help, ConstGauge::new(value));
     }
 }
 
