@@ -341,8 +341,11 @@ async fn a_pool_timeout_cuts_the_third_wave() {
 /// A kept pool larger than the server: pool 8 + 0, 6 slots granted. The
 /// service is ready at once with the 6 PostgreSQL grants, `/pool` says so,
 /// and a burst of 10 is answered as QueuePool would: 6 take the kept
-/// connections, 2 try the missing slots and are refused at once, 2 wait
-/// for a returned connection.
+/// connections, those that find a missing slot try it and are refused at
+/// once, the rest wait for a returned connection. Two slots are missing, so
+/// at least two are refused; a request arriving after the first refusal
+/// finds that slot missing again and tries it too (QueuePool does the
+/// same), so up to four may be.
 #[tokio::test]
 async fn a_kept_pool_larger_than_the_server_is_ready_at_once_and_tells_the_truth() {
     let cluster = cluster_granting_six().await;
@@ -363,10 +366,15 @@ async fn a_kept_pool_larger_than_the_server_is_ready_at_once_and_tells_the_truth
 
     let answers = burst(&app, 10, 1.0).await;
     let refused: Vec<f64> = of_kind(&answers, "db_refused").map(|a| a.at_s).collect();
-    assert_eq!(refused.len(), 2, "refused at {refused:?}");
-    assert!(of_kind(&answers, "db_refused").all(|a| a.at_s < 1.0));
-    assert_eq!(served_waves(&answers, 1.0), [6, 2]);
+    assert!((2..=4).contains(&refused.len()), "refused at {refused:?}");
+    assert!(refused.iter().all(|&t| t < 1.0), "refused at {refused:?}");
+    // The rest wait and are served by the six, after the first wave.
+    let mut expected = vec![6];
+    expected.extend(Some(10 - 6 - refused.len()).filter(|&n| n > 0));
+    assert_eq!(served_waves(&answers, 1.0), expected);
     eprintln!(
-        "measured: pool 8+0 with 6 granted: ready after {ready_after:?}; 2 refused, 6 + 2 served"
+        "measured: pool 8+0 with 6 granted: ready after {ready_after:?}; {} refused, then {:?} served",
+        refused.len(),
+        served_waves(&answers, 1.0)
     );
 }

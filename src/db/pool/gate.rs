@@ -10,10 +10,12 @@
 //!   makes one connection attempt of its own ([`Monitor::attempt`], same
 //!   role, database and options) and is refused at once if PostgreSQL
 //!   refuses it. Such growth goes one request at a time (ask, then open), so
-//!   two requests never count on the same free slot. Every request that
-//!   must open asks for itself, as every QueuePool checkout that connects
-//!   does: a burst makes at most `pool max − granted` refused attempts,
-//!   since only requests that find the pool below its max open.
+//!   two requests never count on the same free slot. Requests queued
+//!   behind an attempt PostgreSQL refused share its answer: in QueuePool
+//!   they would have connected at the same moment and heard the same. A
+//!   request that arrives after a refusal asks for itself. Only requests
+//!   that find the pool below its max open, so a burst is refused at most
+//!   `pool max − granted` times.
 //! * **A request stuck inside sqlx** anyway (another client took the slot
 //!   between the attempt and sqlx's own, or the database went away) asks the
 //!   shared probe after [`STUCK_AFTER`] (sooner where the server may be
@@ -51,6 +53,8 @@ pub enum Gate<'a> {
 pub struct Gatekeeper {
     /// Held by the one request that is asking PostgreSQL and then opening.
     growth: Mutex<()>,
+    /// When PostgreSQL last refused an attempt made here.
+    refused_at: std::sync::Mutex<Option<Instant>>,
     /// Through a pooler a refusal is the pooler's (max_client_conn), which
     /// sqlx does not retry: the request learns it at once anyway.
     through_pooler: bool,
@@ -61,6 +65,7 @@ impl Gatekeeper {
     pub fn new(pool_max: u32, through_pooler: bool) -> Gatekeeper {
         Gatekeeper {
             growth: Mutex::new(()),
+            refused_at: std::sync::Mutex::new(None),
             through_pooler,
             pool_max,
         }
@@ -77,19 +82,32 @@ impl Gatekeeper {
         if !must_open() || !self.may_be_refused(monitor) {
             return Gate::Open(None);
         }
+        let queued_at = Instant::now();
         let guard = match tokio::time::timeout_at(deadline.into(), self.growth.lock()).await {
             Ok(guard) => guard,
             Err(_elapsed) => return Gate::DeadlinePassed,
         };
         // A connection may have come back while this request waited.
-        if must_open() {
-            match Box::pin(monitor.attempt()).await {
-                ProbeOutcome::Accepted => {}
-                ProbeOutcome::Refused => return Gate::Refused(DbError::Refused),
-                ProbeOutcome::Failed(e) => return Gate::Refused(e),
-            }
+        if !must_open() {
+            return Gate::Open(Some(guard));
         }
-        Gate::Open(Some(guard))
+        // PostgreSQL refused an attempt while this request queued for its own:
+        // they were attempts at the same moment, and get the same answer.
+        if self.refused_at().is_some_and(|at| at >= queued_at) {
+            return Gate::Refused(DbError::Refused);
+        }
+        match Box::pin(monitor.attempt()).await {
+            ProbeOutcome::Accepted => Gate::Open(Some(guard)),
+            ProbeOutcome::Refused => {
+                *self.refused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                Gate::Refused(DbError::Refused)
+            }
+            ProbeOutcome::Failed(e) => Gate::Refused(e),
+        }
+    }
+
+    fn refused_at(&self) -> Option<Instant> {
+        *self.refused_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether opening one more connection may be refused: the pool may grow
