@@ -48,9 +48,8 @@ pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool) {
                 replicas = limits.replicas.len(),
                 "PostgreSQL limits"
             );
-            if let Some(warning) = topology(db, Some(limits), pooler.as_ref()).warning() {
-                tracing::warn!("{warning}");
-            }
+            pool.budget_watch()
+                .observe(&topology(db, Some(limits), pooler.as_ref()));
         }
         Err(e) => tracing::warn!(error = %e, "could not read PostgreSQL's limits"),
     }
@@ -70,4 +69,44 @@ pub fn topology(
         pooler_pool: pooler.map(|p| p.default_pool_size),
         grantable: limits.map(ServerLimits::grantable_to_service),
     }
+}
+
+/// The budget as this replica last logged it. The topology changes while the
+/// service runs — replicas start and stop, PostgreSQL's limits are edited —
+/// and each replica then logs the new arithmetic once: the warning with the
+/// multiplication as it now stands, or that the pool fits again.
+#[derive(Default)]
+pub struct BudgetWatch {
+    last: std::sync::Mutex<Option<Option<String>>>,
+}
+
+impl BudgetWatch {
+    /// Logs the budget if it changed since the last call (or on the first).
+    pub fn observe(&self, topology: &Topology) {
+        let warning = topology.warning();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref() == Some(&warning) {
+            return;
+        }
+        let first = last.is_none();
+        *last = Some(warning.clone());
+        match warning {
+            Some(w) => tracing::warn!(replicas = topology.replicas, "{w}"),
+            None if !first => tracing::info!(
+                replicas = topology.replicas,
+                "the pools fit what PostgreSQL grants again"
+            ),
+            None => {}
+        }
+    }
+}
+
+/// Re-reads the budget after a sample of PostgreSQL's limits (see [`BudgetWatch`]).
+pub fn watch_budget(db: &DatabaseSettings, pool: &Pool) {
+    let Some(limits) = pool.monitor().last_sample() else {
+        return;
+    };
+    let pooler = pool.pooler().and_then(|p| p.last());
+    pool.budget_watch()
+        .observe(&topology(db, Some(&limits), pooler.as_ref()));
 }

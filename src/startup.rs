@@ -13,8 +13,9 @@ use crate::db::pool::Pool;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
 
-/// How often the service samples PostgreSQL's connection counts for /metrics.
-const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the service samples PostgreSQL's connection counts (for /metrics,
+/// the budget warning, and noticing that the database or PgBouncer went away).
+const SERVER_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Connections the kernel queues before they are accepted (it caps this at
 /// `net.core.somaxconn`): `poolscope client 10000` connects all at once, and
@@ -138,9 +139,16 @@ async fn prepare_database(state: Arc<AppState>) {
     // Keep PostgreSQL's side of /metrics fresh (the monitor's last sample).
     loop {
         tokio::time::sleep(SERVER_SAMPLE_INTERVAL).await;
-        let _ = state.pool.monitor().sample().await;
-        if let Some(pooler) = state.pool.pooler() {
-            let _ = pooler.read().await;
+        let sampled = state.pool.monitor().sample().await;
+        let pooled = match state.pool.pooler() {
+            Some(pooler) => pooler.read().await.map(|_| ()),
+            None => Ok(()),
+        };
+        if sampled.is_err() || pooled.is_err() {
+            // The database or PgBouncer went away: idle connections may be broken.
+            state.pool.suspect();
+        } else {
+            crate::report::watch_budget(&state.settings.database, &state.pool);
         }
     }
 }
