@@ -11,5 +11,6 @@ mod live_page;
 mod observability;
 mod parsers;
 mod pool_semantics;
+mod recovery;
 mod reliability;
 mod settings;
