@@ -11,6 +11,10 @@
 //!   acquire timeout `DB_POOL_TIMEOUT`), pinged before use only after 1 s
 //!   idle, as the service's pool does (sqlx's default pings on every acquire:
 //!   a round trip per request the service does not make);
+//! - the same session settings, which change PostgreSQL's own work per
+//!   statement: `statement_timeout` (`DB_STATEMENT_TIMEOUT`, default
+//!   `SLEEP_MAX + 5` s: a timer armed for every statement) and
+//!   `client_connection_check_interval` = 1 s;
 //! - the service's one statement, byte for byte (`pg_sleep($1)`, then the 50
 //!   rows with the backend's pid and the statement's start time), prepared
 //!   once per connection by sqlx;
@@ -34,6 +38,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,7 +49,7 @@ use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::net::TcpListener;
 
@@ -58,6 +63,9 @@ FROM slept CROSS JOIN todos t ORDER BY t.id";
 
 /// The service pings a pooled connection before use only after this much idle time.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The service's `client_connection_check_interval`, in milliseconds.
+const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 
 #[derive(Serialize)]
 struct Todo {
@@ -80,6 +88,7 @@ struct Settings {
     pool_size: u32,
     pool_max: u32,
     pool_timeout: Duration,
+    statement_timeout: Duration,
     sleep_seconds: f64,
     sleep_max: f64,
 }
@@ -100,6 +109,7 @@ impl Settings {
         let port: u16 = env_or("APP_PORT", 8080)?;
         let pool_size: u32 = env_or("DB_POOL_SIZE", 10)?;
         let overflow: u32 = env_or("DB_MAX_OVERFLOW", 10)?;
+        let sleep_max: f64 = env_or("SLEEP_MAX", 60.0)?;
         Ok(Settings {
             addr: format!("{host}:{port}")
                 .parse()
@@ -109,8 +119,12 @@ impl Settings {
             pool_size,
             pool_max: pool_size + overflow,
             pool_timeout: Duration::from_secs_f64(env_or("DB_POOL_TIMEOUT", 30.0)?),
+            statement_timeout: Duration::from_secs_f64(env_or(
+                "DB_STATEMENT_TIMEOUT",
+                sleep_max + 5.0,
+            )?),
             sleep_seconds: env_or("SLEEP_SECONDS", 5.0)?,
-            sleep_max: env_or("SLEEP_MAX", 60.0)?,
+            sleep_max,
         })
     }
 }
@@ -118,6 +132,16 @@ impl Settings {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::from_env()?;
+    let connect = PgConnectOptions::from_str(&settings.url)?.options([
+        (
+            "statement_timeout",
+            settings.statement_timeout.as_millis().to_string(),
+        ),
+        (
+            "client_connection_check_interval",
+            CLIENT_CHECK_INTERVAL_MS.to_string(),
+        ),
+    ]);
     let pool = PgPoolOptions::new()
         .min_connections(settings.pool_size)
         .max_connections(settings.pool_max)
@@ -131,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(true)
             })
         })
-        .connect(&settings.url)
+        .connect_with(connect)
         .await?;
     // Open the kept connections now, as the service does before it is ready
     // (sqlx would otherwise open them one request at a time).
