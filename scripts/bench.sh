@@ -182,7 +182,9 @@ LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 MEM_TOTAL=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
 PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}')
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
+# Uncommitted changes to what goes into the binaries (documentation and
+# results do not count: the run itself rewrites them).
+GIT_DIRTY=$(git status --porcelain --untracked-files=no -- . ':!*.md' ':!bench-results' 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 
 WORK=$(mktemp -d /tmp/poolscope-bench.XXXXXX)
 chmod 700 "$WORK"
@@ -670,7 +672,7 @@ sum_vals() { echo "$1" | tr ' ' '\n' | awk '{s += $1} END {print s + 0}'; }
 kb_to_mb() { for x in $1; do awk -v x="$x" 'BEGIN {printf "%.2f ", x / 1024}'; done; }
 wave_row() {  # N SIZE OVERFLOW [NOTE]
   local n=$1 size=$2 over=$3 note=${4:-} k="w$1_$2_$3"
-  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(echo "${V[$k.verdict]}" | tr ' ' '\n' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":$2)}') |"
+  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(tr ' ' '\n' <<<"${V[$k.verdict]}" | grep -v '^$' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":$2)}') |"
 }
 
 ran_main=0
