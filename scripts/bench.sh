@@ -376,7 +376,8 @@ wave_run() {  # N SIZE OVERFLOW REP
   add "$key.spread" "$(jq '[.waves[] | (.last_s - .first_s) * 1000] | max' "$json")"
   add "$key.late" "$(jq --argjson s "$SLEEP" '[.waves | to_entries[] | (.value.last_s - (.key + 1) * $s) * 1000] | max' "$json")"
   add "$key.non200" "$(jq '.requests - (.statuses["200"] // 0)' "$json")"
-  add "$key.verdict" "$(jq -r '.expectation.matches // "n/a"' "$json")"
+  # (not `// "n/a"`: jq's alternative operator takes false for missing too)
+  add "$key.verdict" "$(jq -r 'if .expectation.matches == null then "n/a" else (.expectation.matches | tostring) end' "$json")"
   V["$key.ideal"]=$ideal
   V["$key.expwaves"]=$(( (n + c - 1) / c ))
 }
@@ -672,7 +673,7 @@ sum_vals() { echo "$1" | tr ' ' '\n' | awk '{s += $1} END {print s + 0}'; }
 kb_to_mb() { for x in $1; do awk -v x="$x" 'BEGIN {printf "%.2f ", x / 1024}'; done; }
 wave_row() {  # N SIZE OVERFLOW [NOTE]
   local n=$1 size=$2 over=$3 note=${4:-} k="w$1_$2_$3"
-  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(tr ' ' '\n' <<<"${V[$k.verdict]}" | grep -v '^$' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":$2)}') |"
+  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(tr ' ' '\n' <<<"${V[$k.verdict]}" | grep -v '^$' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":($2=="false"?"differs":$2))}') |"
 }
 
 ran_main=0
