@@ -5,7 +5,7 @@
 # release builds.
 #
 #   scripts/bench.sh              # 3 repetitions + 5 comparison rounds, ≈ 10 min
-#   scripts/bench.sh --quick      # 1 repetition + 3 comparison rounds, ≈ 4.5 min
+#   scripts/bench.sh --quick      # 1 repetition + 3 comparison rounds, ≈ 3.5 min (4.5 with --against)
 #   scripts/bench.sh --against REV  # also alternate this tree with REV's build
 #                                 # (built in a temporary git worktree; cached)
 #   scripts/bench.sh --no-baseline  # compare with REV only, not with the baseline
