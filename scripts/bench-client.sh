@@ -16,8 +16,9 @@
 # server inherits the soft limit this script sets). Client and server share
 # this machine's cores; all traffic goes to 127.0.0.1.
 #
-# Writes bench-results/bench-client-<timestamp>.md (+ raw outputs) and
-# replaces the block between the bench-client.sh markers in BENCHMARKS.md.
+# Writes bench-results/bench-client.md (overwritten each run; raw outputs in
+# bench-results/bench-client.raw/, not committed) and replaces the block
+# between the bench-client.sh markers in BENCHMARKS.md.
 set -euo pipefail
 
 REPS=5
@@ -27,7 +28,7 @@ for arg in "$@"; do
   case "$arg" in
     --quick) REPS=1; QUICK=1 ;;
     --no-update) UPDATE=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "bench-client.sh: unknown argument $arg (use --quick, --no-update)" >&2; exit 2 ;;
   esac
 done
@@ -39,8 +40,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench-results"
-RAW="$RESULTS/bench-client-$TS.raw"
-REPORT="$RESULTS/bench-client-$TS.md"
+# One result file per script, overwritten: git keeps the history.
+RAW="$RESULTS/bench-client.raw"
+REPORT="$RESULTS/bench-client.md"
+rm -rf "$RAW"
 mkdir -p "$RAW"
 
 log() { printf '[bench-client %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -77,13 +80,17 @@ LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 
-log "cargo build --release --locked --bin poolscope --example sleep_server"
-cargo build --release --locked --bin poolscope --example sleep_server >"$RAW/build.log" 2>&1 \
-  || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
-BIN="$ROOT/target/release/poolscope"
-SRV="$ROOT/target/release/examples/sleep_server"
-
 WORK=$(mktemp -d /tmp/poolscope-bench-client.XXXXXX)
+
+# Copied out of the target directory at once: it may be shared
+# (CARGO_TARGET_DIR) with builds of other checkouts.
+log "cargo build --release --locked --bin poolscope --example sleep_server"
+cargo build --release --locked --bin poolscope --example sleep_server --message-format=json-render-diagnostics \
+  >"$RAW/build.json" 2>"$RAW/build.log" || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
+BIN="$WORK/poolscope"
+SRV="$WORK/sleep_server"
+cp "$(cargo_exe "$RAW/build.json" poolscope)" "$BIN"
+cp "$(cargo_exe "$RAW/build.json" sleep_server)" "$SRV"
 PORT=$(free_port)
 "$SRV" "127.0.0.1:$PORT" >"$RAW/sleep_server.log" 2>&1 &
 SRV_PID=$!
@@ -150,7 +157,7 @@ ok() { if [ "$1" = 1 ]; then echo "**met**"; else echo "**missed**"; fi; }
     echo "Goal (issue 3): client peak RSS < 150 MB at N=10000 — $(ok "$(awk -v r="$r" 'BEGIN {print (r < 150) ? 1 : 0}')") by the median ($(printf '%.1f MB' "$r"); largest repetition $(printf '%.1f MB' "$rmax"))."
   fi
   for n in $NS; do echo "Error kinds, N=$n, per repetition: ${V[$n.errors]}."; done
-  echo "Re-run: \`scripts/bench-client.sh\` (or \`--quick\` for 1 repetition). Raw outputs: \`bench-results/bench-client-$TS.raw/\`."
+  echo "Re-run: \`scripts/bench-client.sh\` (or \`--quick\` for 1 repetition). Raw outputs: \`bench-results/bench-client.raw/\` (not committed)."
 } >"$WORK/table.md"
 
 {

@@ -1,54 +1,94 @@
 #!/usr/bin/env bash
-# The benchmark of issue 7: wave fidelity, throughput, the database's ceiling
-# and memory, on a throwaway PostgreSQL cluster and the release build.
+# The benchmark of issue 7 (wave fidelity, throughput, the database's ceiling,
+# memory) and of issues 19/22 (this tree against a bare hyper + sqlx baseline
+# and against another revision), on a throwaway PostgreSQL cluster and
+# release builds.
 #
-#   scripts/bench.sh            # 3 repetitions (medians, min–max), ≈ 7 min
-#   scripts/bench.sh --quick    # 1 repetition, ≈ 2.5 min
-#   scripts/bench.sh --perf     # also: a 5 s `perf record` of the service at seconds=0
+#   scripts/bench.sh              # 3 repetitions + 5 comparison rounds, ≈ 10 min
+#   scripts/bench.sh --quick      # 1 repetition + 3 comparison rounds, ≈ 3.5 min (4.5 with --against)
+#   scripts/bench.sh --against REV  # also alternate this tree with REV's build
+#                                 # (built in a temporary git worktree; cached)
+#   scripts/bench.sh --no-baseline  # compare with REV only, not with the baseline
+#   scripts/bench.sh --against REV --max-cpu-ratio 1.10
+#                                 # exit 1 when this tree's CPU per request is
+#                                 # more than 1.10 × REV's (median of the rounds)
+#   scripts/bench.sh --perf       # also: a 5 s `perf record` of the service at seconds=0
 #   scripts/bench.sh --no-update  # do not touch BENCHMARKS.md
-#   BENCH_SECTIONS="throughput pgbench" scripts/bench.sh --quick   # a subset
-#     (sections: waves throughput pgbench memory; a subset never updates BENCHMARKS.md)
-#   BENCH_RUST_LOG=warn …       # the service's RUST_LOG everywhere (default info)
+#   BENCH_SECTIONS="compare" scripts/bench.sh --quick --against main   # a subset
+#     (sections: waves throughput pgbench memory compare; BENCHMARKS.md's main
+#     block is only replaced when the first four all ran)
+#   BENCH_ROUNDS=7 …            # comparison rounds (default 5, --quick 3)
+#   BENCH_RUST_LOG=warn …       # the service's RUST_LOG in waves/memory (default info;
+#                               # throughput runs both, the comparison runs warn)
 #   BENCH_WAVE_DIAG=0 …         # skip the diagnostic N=1000 @ 200+0 wave run
 #   BENCH_LOADTOOL=oha …        # the throughput load tool (default: wrk if present, else oha)
+#   BENCH_AGAINST_TARGET_DIR=…  # where --against builds and caches (default target/against;
+#                               # share one between checkouts to build each revision once)
 #
 # Needs: Rust (cargo), PostgreSQL server binaries (initdb, pg_ctl, postgres,
-# pgbench; PG_BIN=… or /usr/lib/postgresql/<v>/bin), psql, curl, jq, and wrk
-# (installed with apt-get when missing and root) or oha (cargo install).
+# pgbench; PG_BIN=… or /usr/lib/postgresql/<v>/bin), psql, curl, jq, git, and
+# wrk (installed with apt-get when missing and root) or oha (cargo install).
 # As root the cluster runs as the `postgres` user (initdb refuses root).
 #
-# Everything — load tool, service and database — runs on this machine and
+# Everything — load tool, services and database — runs on this machine and
 # shares its cores; all traffic goes to 127.0.0.1. The cluster runs with
 # fsync=off, synchronous_commit=off, full_page_writes=off (nothing here
 # writes after the migration; it only makes set-up faster).
 #
-# Writes bench-results/bench-<timestamp>.md (+ raw outputs in
-# bench-results/bench-<timestamp>.raw/) and replaces the block between the
-# bench.sh markers in BENCHMARKS.md.
+# Numbers come from declared interfaces only: wrk's Lua done() hook (or oha's
+# JSON), the client's --json, the service's /metrics and /pool, and
+# /proc/<pid>/stat — never from log lines, whose wording is free to change.
+#
+# Writes bench-results/bench.md (overwritten each run; raw outputs in
+# bench-results/bench.raw/, not committed) and replaces the blocks between
+# the bench.sh markers in BENCHMARKS.md.
 set -euo pipefail
 
 REPS=3
-QUICK=0
-# BENCH_SECTIONS="waves throughput pgbench memory" (default: all) runs a subset.
-SECTIONS=${BENCH_SECTIONS:-waves throughput pgbench memory}
+ROUNDS=${BENCH_ROUNDS:-5}
+# BENCH_SECTIONS="waves throughput pgbench memory compare" (default: all) runs a subset.
+SECTIONS=${BENCH_SECTIONS:-waves throughput pgbench memory compare}
+MAIN_SECTIONS="waves throughput pgbench memory"
 PERF=0
 UPDATE=1
-for arg in "$@"; do
-  case "$arg" in
-    --quick) REPS=1; QUICK=1 ;;
+AGAINST=""
+BASELINE=1
+MAX_CPU_RATIO=""         # --max-cpu-ratio: fail when this tree ÷ REV exceeds it
+GUARD_FAILED=0
+GUARD_MED=""
+ARGS="$*"
+# The comment block at the top of this file, without its '#'.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) REPS=1; ROUNDS=${BENCH_ROUNDS:-3} ;;
     --perf) PERF=1 ;;
     --no-update) UPDATE=0 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
-    *) echo "bench.sh: unknown argument $arg (use --quick, --perf, --no-update)" >&2; exit 2 ;;
+    --no-baseline) BASELINE=0 ;;
+    --against) [ $# -ge 2 ] || { echo "bench.sh: --against needs a revision" >&2; exit 2; }
+               AGAINST=$2; shift ;;
+    --against=*) AGAINST=${1#--against=} ;;
+    --max-cpu-ratio) [ $# -ge 2 ] || { echo "bench.sh: --max-cpu-ratio needs a number" >&2; exit 2; }
+                     MAX_CPU_RATIO=$2; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "bench.sh: BENCH_ROUNDS must be a positive number" >&2; exit 2; }
+if [ -n "$MAX_CPU_RATIO" ] && [ -z "$AGAINST" ]; then
+  echo "bench.sh: --max-cpu-ratio compares with --against REV; give both" >&2; exit 2
+fi
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench-results"
-RAW="$RESULTS/bench-$TS.raw"
-REPORT="$RESULTS/bench-$TS.md"
+# One result file per script, overwritten: git keeps the history, and a
+# directory of dated copies only grew (24 files by issue 22).
+RAW="$RESULTS/bench.raw"
+REPORT="$RESULTS/bench.md"
+rm -rf "$RAW"
 mkdir -p "$RAW"
 
 SLEEP=5                  # seconds of pg_sleep in the wave scenarios
@@ -63,10 +103,17 @@ die() { log "error: $*"; exit 1; }
 # shellcheck source=scripts/lib/bench-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 
+has() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if [ -n "$AGAINST" ] && ! has compare; then
+  log "--against given: adding the compare section to BENCH_SECTIONS"
+  SECTIONS="$SECTIONS compare"
+fi
+
 # ---------------------------------------------------------------- cleanup
 WORK=""
 PG_DATA=""
 SVC_PID=""
+AGAINST_TREE=""          # the temporary worktree of --against, while it exists
 BG_PIDS=()
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 cleanup() {
@@ -76,6 +123,10 @@ cleanup() {
   if [ -n "$SVC_PID" ]; then kill -KILL "$SVC_PID" 2>/dev/null; wait "$SVC_PID" 2>/dev/null; fi
   if [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; then
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t 20 stop >/dev/null 2>&1
+  fi
+  if [ -n "$AGAINST_TREE" ]; then
+    git -C "$ROOT" worktree remove --force "$AGAINST_TREE" >/dev/null 2>&1 || rm -rf "$AGAINST_TREE"
+    git -C "$ROOT" worktree prune >/dev/null 2>&1
   fi
   [ -n "$WORK" ] && rm -rf "$WORK"
   exit $rc
@@ -95,7 +146,7 @@ fi
 for b in initdb pg_ctl postgres pgbench; do
   [ -x "$PG_BIN/$b" ] || die "$b not found in PG_BIN=$PG_BIN (set PG_BIN)"
 done
-for b in psql curl jq awk; do command -v "$b" >/dev/null || die "$b not found"; done
+for b in psql curl jq awk git; do command -v "$b" >/dev/null || die "$b not found"; done
 
 LOADTOOL=${BENCH_LOADTOOL:-}
 case "$LOADTOOL" in
@@ -117,7 +168,7 @@ LOADTOOL_VERSION=$({ $LOADTOOL --version 2>&1 || true; } | head -1)
 
 # 10,000 waiting requests need as many descriptors in the service.
 HARD_NOFILE=$(ulimit -Hn)
-if [ "$HARD_NOFILE" != unlimited ] && [ "$HARD_NOFILE" -lt $((MEM_N + 200)) ]; then
+if has memory && [ "$HARD_NOFILE" != unlimited ] && [ "$HARD_NOFILE" -lt $((MEM_N + 200)) ]; then
   die "open-files hard limit $HARD_NOFILE < $((MEM_N + 200)); raise it (ulimit -Hn 20000 as root)"
 fi
 ulimit -n "$HARD_NOFILE"
@@ -131,20 +182,73 @@ LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 MEM_TOTAL=$(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)
 PG_VERSION=$("$PG_BIN/postgres" --version | awk '{print $3}')
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-GIT_DIRTY=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
-
-# ---------------------------------------------------------------- build
-log "cargo build --release --locked"
-BUILD_START=$SECONDS
-cargo build --release --locked >"$RAW/build.log" 2>&1 || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
-BUILD_SECONDS=$((SECONDS - BUILD_START))
-BIN="$ROOT/target/release/poolscope"
-RUSTC_VERSION=$(rustc --version)
-
-# ---------------------------------------------------------------- cluster
+# Uncommitted changes to what goes into the binaries (documentation and
+# results do not count: the run itself rewrites them).
+GIT_DIRTY=$(git status --porcelain --untracked-files=no -- . ':!*.md' ':!bench-results' 2>/dev/null | grep -q . && echo " (+ uncommitted changes)" || true)
 
 WORK=$(mktemp -d /tmp/poolscope-bench.XXXXXX)
 chmod 700 "$WORK"
+mkdir "$WORK/bin"
+
+# ---------------------------------------------------------------- build
+# The binaries are copied out of the target directory at once: it may be
+# shared (CARGO_TARGET_DIR) with builds of other checkouts, which would
+# replace them under the same names during the run.
+log "cargo build --release --locked --bin poolscope --example bare_sqlx"
+BUILD_START=$SECONDS
+cargo build --release --locked --bin poolscope --example bare_sqlx --message-format=json-render-diagnostics \
+  >"$RAW/build.json" 2>"$RAW/build.log" || { tail -30 "$RAW/build.log" >&2; die "build failed"; }
+cp "$(cargo_exe "$RAW/build.json" poolscope)" "$WORK/bin/poolscope"
+cp "$(cargo_exe "$RAW/build.json" bare_sqlx)" "$WORK/bin/bare_sqlx"
+BIN="$WORK/bin/poolscope"
+BASE_BIN="$WORK/bin/bare_sqlx"
+RUSTC_VERSION=$(rustc --version)
+
+# The baseline is only honest while it runs the service's statement: compare
+# the two string constants (the service keeps its own private).
+sql_const() { sed -n '/const LIST_AFTER_SLEEP_SQL: &str = "/,/";$/p' "$1"; }
+if has compare && [ "$BASELINE" = 1 ]; then
+  [ -n "$(sql_const src/db/todos.rs)" ] || die "LIST_AFTER_SLEEP_SQL not found in src/db/todos.rs: update examples/bare_sqlx.rs and this check"
+  [ "$(sql_const src/db/todos.rs)" = "$(sql_const examples/bare_sqlx.rs)" ] \
+    || die "examples/bare_sqlx.rs no longer runs the statement of src/db/todos.rs (LIST_AFTER_SLEEP_SQL): copy it over"
+fi
+
+# --against REV: REV's service, built once per commit in a temporary git
+# worktree with its own target directory (so it never evicts this tree's
+# build), cached as <target>/bin/poolscope-<commit>.
+AGAINST_SHA=""
+AGAINST_LABEL=""
+AGAINST_BIN=""
+build_against() {
+  local target cached tree exe
+  AGAINST_SHA=$(git rev-parse --verify --quiet "$AGAINST^{commit}") || die "--against $AGAINST: not a commit in this repository"
+  AGAINST_LABEL=$(git rev-parse --short "$AGAINST_SHA")
+  target=${BENCH_AGAINST_TARGET_DIR:-$ROOT/target/against}
+  cached="$target/bin/poolscope-$AGAINST_SHA"
+  if [ -x "$cached" ]; then
+    log "--against $AGAINST ($AGAINST_LABEL): cached build $cached"
+  else
+    mkdir -p "$target/bin"
+    tree=$(mktemp -d "$target/worktree.XXXXXX")
+    AGAINST_TREE=$tree
+    git worktree add --detach --quiet "$tree" "$AGAINST_SHA" >"$RAW/against-worktree.log" 2>&1 \
+      || { cat "$RAW/against-worktree.log" >&2; die "git worktree add $AGAINST_LABEL failed"; }
+    log "--against $AGAINST ($AGAINST_LABEL): cargo build --release --locked --bin poolscope in $tree (target $target/cargo)"
+    ( cd "$tree" && CARGO_TARGET_DIR="$target/cargo" cargo build --release --locked --bin poolscope \
+        --message-format=json-render-diagnostics ) >"$RAW/against-build.json" 2>"$RAW/against-build.log" \
+      || { tail -30 "$RAW/against-build.log" >&2; die "build of $AGAINST_LABEL failed"; }
+    exe=$(cargo_exe "$RAW/against-build.json" poolscope)
+    cp "$exe" "$cached.tmp" && mv "$cached.tmp" "$cached"
+    git worktree remove --force "$tree" && AGAINST_TREE=""
+  fi
+  cp "$cached" "$WORK/bin/poolscope-against"
+  AGAINST_BIN="$WORK/bin/poolscope-against"
+}
+[ -n "$AGAINST" ] && build_against
+BUILD_SECONDS=$((SECONDS - BUILD_START))
+
+# ---------------------------------------------------------------- cluster
+
 PG_DATA="$WORK/data"
 PG_PORT=$(free_port)
 SVC_PORT=$(free_port)
@@ -170,15 +274,29 @@ export DATABASE_URL="postgres://poolscope:$SVC_PASSWORD@127.0.0.1:$PG_PORT/pools
 ROWS=$(admin_sql "SELECT count(*) FROM todos" poolscope)
 [ "$ROWS" = 50 ] || die "expected 50 seed rows, found $ROWS"
 PG_MAXCONN=$(admin_sql "SHOW max_connections")
+# REV's service gets a database of its own, migrated by REV itself: its
+# schema history may differ from this tree's.
+AGAINST_URL=""
+if [ -n "$AGAINST_BIN" ]; then
+  admin_sql "CREATE DATABASE poolscope_against OWNER poolscope"
+  AGAINST_URL="postgres://poolscope:$SVC_PASSWORD@127.0.0.1:$PG_PORT/poolscope_against"
+  DATABASE_URL="$AGAINST_URL" "$AGAINST_BIN" migrate >"$RAW/migrate-against.log" 2>&1 \
+    || { cat "$RAW/migrate-against.log" >&2; die "migrate with $AGAINST_LABEL's binary failed"; }
+  ROWS=$(admin_sql "SELECT count(*) FROM todos" poolscope_against)
+  [ "$ROWS" = 50 ] || die "expected 50 seed rows in poolscope_against, found $ROWS"
+fi
 
 # ---------------------------------------------------------------- service
 SVC_LOG=""
-# start_service NAME VAR=VALUE… : runs the release service, waits for /readyz.
+# What start_service runs; the comparison swaps in the baseline or REV's
+# binary (`local -a SVC_CMD=(…)` in the caller).
+SVC_CMD=("$BIN" serve)
+# start_service NAME VAR=VALUE… : runs "${SVC_CMD[@]}", waits for /readyz.
 start_service() {
   local name=$1; shift
   SVC_LOG="$RAW/service-$name.log"
   env APP_HOST=127.0.0.1 APP_PORT="$SVC_PORT" SHUTDOWN_GRACE=5 \
-      RUST_LOG="${BENCH_RUST_LOG:-info}" "$@" "$BIN" serve >"$SVC_LOG" 2>&1 &
+      RUST_LOG="${BENCH_RUST_LOG:-info}" "$@" "${SVC_CMD[@]}" >"$SVC_LOG" 2>&1 &
   SVC_PID=$!
   local deadline=$((SECONDS + 60))
   until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$SVC_PORT/readyz" 2>/dev/null; do
@@ -187,34 +305,12 @@ start_service() {
     sleep 0.1
   done
 }
-# Keeps the first and last 100 lines of a service log (an access line per request adds up).
-# Before that: <log>.summary gets the service's own elapsed/pool-wait
-# percentiles for the demo route, and (throughput runs) <log>.slow the access
-# lines of requests the service itself took ≥ 500 ms for — this tells a stall
-# inside the service from one outside it.
+# Keeps the first and last 100 lines of a service log (an access line per
+# request adds up). Nothing is measured from logs: their wording is not an
+# interface (the service's own timings come from /metrics).
 trim_log() {
   local f=$1 n
   [ -f "$f" ] || return 0
-  if [[ "$f" == *throughput* ]]; then
-    sed 's/\x1b\[[0-9;]*m//g' "$f" | awk '/poolscope::access/ && match($0, /elapsed_ms=[0-9.]+/) {
-        v = substr($0, RSTART + 11, RLENGTH - 11); if (v + 0 >= 500) print }' | head -500 >"$f.slow" || true
-    [ -s "$f.slow" ] || rm -f "$f.slow"
-  fi
-  # The service's own view of the demo route: elapsed_ms and pool_wait_ms percentiles.
-  sed 's/\x1b\[[0-9;]*m//g' "$f" | awk '/poolscope::access/ && /route="\/test\/postgres\/"/ {
-      e = p = ""
-      if (match($0, /elapsed_ms=[0-9.]+/)) e = substr($0, RSTART + 11, RLENGTH - 11)
-      if (match($0, /pool_wait_ms=[0-9.]+/)) p = substr($0, RSTART + 13, RLENGTH - 13)
-      if (e != "") print e, (p == "" ? 0 : p) }' | sort -g >"$f.elapsed" || true
-  if [ -s "$f.elapsed" ]; then
-    awk 'function at(q,  i) { i = int(NR * q); if (i < 1) i = 1; return e[i] }
-      { e[NR] = $1 } END {
-        printf "demo requests %d; service-side elapsed_ms p50 %.2f p99 %.2f max %.2f\n", NR, at(0.5), at(0.99), e[NR] }' "$f.elapsed" >"$f.summary"
-    sort -g -k2 "$f.elapsed" | awk 'function at(q,  i) { i = int(NR * q); if (i < 1) i = 1; return e[i] }
-      { e[NR] = $2 } END {
-        printf "service-side pool_wait_ms p50 %.2f p99 %.2f max %.2f\n", at(0.5), at(0.99), e[NR] }' >>"$f.summary"
-  fi
-  rm -f "$f.elapsed"
   n=$(wc -l <"$f")
   if [ "$n" -gt 200 ]; then
     { head -100 "$f"; echo "… $((n - 200)) lines omitted (of $n) …"; tail -100 "$f"; } >"$f.tmp" && mv "$f.tmp" "$f"
@@ -280,59 +376,76 @@ wave_run() {  # N SIZE OVERFLOW REP
   add "$key.spread" "$(jq '[.waves[] | (.last_s - .first_s) * 1000] | max' "$json")"
   add "$key.late" "$(jq --argjson s "$SLEEP" '[.waves | to_entries[] | (.value.last_s - (.key + 1) * $s) * 1000] | max' "$json")"
   add "$key.non200" "$(jq '.requests - (.statuses["200"] // 0)' "$json")"
-  add "$key.verdict" "$(jq -r '.expectation.matches // "n/a"' "$json")"
+  # (not `// "n/a"`: jq's alternative operator takes false for missing too)
+  add "$key.verdict" "$(jq -r 'if .expectation.matches == null then "n/a" else (.expectation.matches | tostring) end' "$json")"
   V["$key.ideal"]=$ideal
   V["$key.expwaves"]=$(( (n + c - 1) / c ))
 }
 
 # ---------------------------------------------------------------- (b) throughput
-# parse a wrk/oha duration ("812.00us", "1.23ms", "1.01s") → ms
-to_ms() { awk -v x="$1" 'BEGIN {
-  if (x ~ /us$/) { sub(/us$/, "", x); printf "%.3f", x / 1000 }
-  else if (x ~ /ms$/) { sub(/ms$/, "", x); printf "%.3f", x }
-  else if (x ~ /m$/) { sub(/m$/, "", x); printf "%.3f", x * 60000 }
-  else if (x ~ /s$/) { sub(/s$/, "", x); printf "%.3f", x * 1000 }
-  else printf "%s", x }'; }
-
-load_run() {  # OUTFILE : 64 connections, WRK_SECONDS; sets L_REQS L_RPS L_AVG L_P50 L_P99 L_ERR
-  local out=$1 url="$SVC_URL?seconds=0"
+WRK_LUA="$ROOT/scripts/lib/wrk-json.lua"
+# load_run OUTFILE : WRK_CONNS keep-alive connections for WRK_SECONDS at
+# seconds=0. Sets L_REQS (answers received) L_RPS L_AVG L_P50 L_P99 (ms)
+# L_ERR (non-2xx answers + socket errors), read from JSON: wrk's done() hook
+# (scripts/lib/wrk-json.lua) or oha's --output-format json.
+load_run() {
+  local out=$1 url="$SVC_URL?seconds=0" json="${1%.txt}.json"
   if [ "$LOADTOOL" = wrk ]; then
-    timeout $((WRK_SECONDS + 30)) wrk -t"$NPROC" -c"$WRK_CONNS" -d"${WRK_SECONDS}s" --timeout 10s --latency "$url" >"$out" 2>&1
-    L_REQS=$(awk '/requests in/ {print $1}' "$out")
-    L_RPS=$(awk '/^Requests\/sec/ {print $2}' "$out")
-    L_AVG=$(to_ms "$(awk '$1 == "Latency" {print $2; exit}' "$out")")
-    L_P50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
-    L_P99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
-    L_ERR=$(awk '/Non-2xx or 3xx responses/ {n += $NF}
-                 /Socket errors/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10}
-                 END {print n + 0}' "$out")
+    WRK_JSON="$json" timeout $((WRK_SECONDS + 30)) wrk -t"$NPROC" -c"$WRK_CONNS" -d"${WRK_SECONDS}s" \
+      --timeout 10s --latency -s "$WRK_LUA" "$url" >"$out" 2>&1 || true
+    [ -s "$json" ] || die "wrk wrote no JSON summary (see $out)"
+    L_REQS=$(jq '.requests' "$json")
+    L_RPS=$(jq '.requests / (.duration_us / 1e6)' "$json")
+    L_AVG=$(jq '.latency_us.mean / 1000' "$json")
+    L_P50=$(jq '.latency_us.p50 / 1000' "$json")
+    L_P99=$(jq '.latency_us.p99 / 1000' "$json")
+    L_ERR=$(jq '.errors | .status + .connect + .read + .write + .timeout' "$json")
   else
-    timeout $((WRK_SECONDS + 30)) oha --no-tui -c "$WRK_CONNS" -z "${WRK_SECONDS}s" --output-format json "$url" >"$out" 2>&1
-    L_REQS=$(jq '[.statusCodeDistribution[]] | add // 0' "$out")
-    L_RPS=$(jq '.summary.requestsPerSec' "$out")
-    L_AVG=$(jq '.summary.average * 1000' "$out")
-    L_P50=$(jq '.latencyPercentiles.p50 * 1000' "$out")
-    L_P99=$(jq '.latencyPercentiles.p99 * 1000' "$out")
-    L_ERR=$(jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$out")
+    timeout $((WRK_SECONDS + 30)) oha --no-tui -c "$WRK_CONNS" -z "${WRK_SECONDS}s" --output-format json "$url" >"$json" 2>"$out" || true
+    L_REQS=$(jq '[.statusCodeDistribution[]] | add // 0' "$json")
+    L_RPS=$(jq '.summary.requestsPerSec' "$json")
+    L_AVG=$(jq '.summary.average * 1000' "$json")
+    L_P50=$(jq '.latencyPercentiles.p50 * 1000' "$json")
+    L_P99=$(jq '.latencyPercentiles.p99 * 1000' "$json")
+    L_ERR=$(jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$json")
   fi
 }
 
+# The service's /metrics (empty when it serves none, e.g. the baseline).
+scrape() { curl -fsS --max-time 5 "http://127.0.0.1:$SVC_PORT/metrics" >"$1" 2>/dev/null || : >"$1"; }
+
+# measured_load PREFIX : a 2 s warm-up (opens the overflow connections,
+# faults in pages; not measured), then load_run with CPU counters and
+# /metrics scrapes around it. Sets the L_* values and M_SVC M_PG M_ALL M_IDLE
+# (clock ticks of the service, PostgreSQL, all CPUs, idle CPUs) and
+# M_BEFORE/M_AFTER (the scrapes, taken outside the CPU window).
+measured_load() {
+  local prefix=$1 s0 p0 a0 i0 saved=$WRK_SECONDS
+  WRK_SECONDS=2
+  load_run "$prefix-warmup.txt"
+  WRK_SECONDS=$saved
+  M_BEFORE="$prefix-metrics-before.txt"; M_AFTER="$prefix-metrics-after.txt"
+  scrape "$M_BEFORE"
+  s0=$(cpu_ticks "$SVC_PID"); p0=$(pg_cpu_ticks)
+  read -r a0 i0 < <(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8, $5+$6}' /proc/stat)
+  load_run "$prefix.txt"
+  svc_alive "$prefix"
+  M_SVC=$(( $(cpu_ticks "$SVC_PID") - s0 )); M_PG=$(( $(pg_cpu_ticks) - p0 ))
+  read -r M_ALL M_IDLE < <(awk -v a="$a0" -v i="$i0" '/^cpu / {print $2+$3+$4+$5+$6+$7+$8 - a, $5+$6 - i}' /proc/stat)
+  scrape "$M_AFTER"
+  [ "${L_REQS:-0}" -gt 0 ] 2>/dev/null || die "load tool made no requests (see $prefix.txt)"
+}
+# per_request_us TICKS → µs of CPU per answer of the last load_run
+per_request_us() { awk -v d="$1" -v n="$L_REQS" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", d / hz / n * 1e6}'; }
+# cores TICKS → how many of the NPROC cores TICKS is over the last window
+cores() { awk -v d="$1" -v t="$M_ALL" -v c="$NPROC" 'BEGIN {printf "%.2f", (t > 0 ? d / t * c : 0)}'; }
+
+DEMO_ROUTE='http_route="/test/postgres/"'
 throughput_run() {  # REP LABEL RUST_LOG
-  local rep=$1 label=$2 level=$3 s0 s1 p0 p1 m0 m1 key="t$2"
+  local rep=$1 label=$2 level=$3 key="t$2" n q99 qmax slow wn wmax
   BENCH_RUST_LOG=$level start_service "throughput-$label-r$rep" DB_POOL_SIZE=10 DB_MAX_OVERFLOW=10 DB_POOL_TIMEOUT=30
   log "(b) throughput rep $rep ($label, RUST_LOG=$level): $LOADTOOL $WRK_CONNS connections, ${WRK_SECONDS} s at seconds=0"
-  # Warm-up (not measured): opens the overflow connections, faults in pages.
-  local saved=$WRK_SECONDS; WRK_SECONDS=2
-  load_run "$RAW/throughput-$label-warmup-r$rep.txt"
-  WRK_SECONDS=$saved
-  s0=$(cpu_ticks "$SVC_PID"); p0=$(pg_cpu_ticks); m0=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-  local i0; i0=$(awk '/^cpu / {print $5+$6}' /proc/stat)
-  local l0; l0=$(wc -l <"$SVC_LOG")
-  load_run "$RAW/throughput-$label-r$rep.txt"
-  svc_alive "throughput $label rep $rep"
-  s1=$(cpu_ticks "$SVC_PID"); p1=$(pg_cpu_ticks); m1=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-  local i1; i1=$(awk '/^cpu / {print $5+$6}' /proc/stat)
-  [ "${L_REQS:-0}" -gt 0 ] 2>/dev/null || die "load tool made no requests (see $RAW/throughput-$label-r$rep.txt)"
+  measured_load "$RAW/throughput-$label-r$rep"
   add "$key.rps" "$L_RPS"
   add "$key.p50" "$L_P50"
   add "$key.p99" "$L_P99"
@@ -341,33 +454,25 @@ throughput_run() {  # REP LABEL RUST_LOG
   # the load tool's latency figures are not to be trusted for that run.
   add "$key.little" "$(awk -v a="$L_AVG" -v n="$L_REQS" -v c="$WRK_CONNS" -v d="$WRK_SECONDS" 'BEGIN {printf "%.2f", a / 1000 * n / (c * d)}')"
   add "$key.err" "$L_ERR"
-  add "$key.cpu_us" "$(awk -v d=$((s1 - s0)) -v n="$L_REQS" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", d / hz / n * 1e6}')"
-  add "$key.pgcpu_us" "$(awk -v d=$((p1 - p0)) -v n="$L_REQS" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", d / hz / n * 1e6}')"
-  add "$key.svc_cores" "$(awk -v d=$((s1 - s0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
-  add "$key.pg_cores" "$(awk -v d=$((p1 - p0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
-  add "$key.idle_cores" "$(awk -v d=$((i1 - i0)) -v t=$((m1 - m0)) -v c="$NPROC" 'BEGIN {printf "%.2f", d / t * c}')"
-  # The service's own latency for the measured window (its access log, monotonic
-  # clock; only at RUST_LOG=info): p99 and max of elapsed_ms, max pool_wait_ms.
-  local srv
-  srv=$(tail -n +$((l0 + 1)) "$SVC_LOG" | sed 's/\x1b\[[0-9;]*m//g' | awk '
-      /poolscope::access/ && /route="\/test\/postgres\/"/ && match($0, /elapsed_ms=[0-9.]+/) {
-        e[++n] = substr($0, RSTART + 11, RLENGTH - 11) + 0
-        if (match($0, /pool_wait_ms=[0-9.]+/)) { w = substr($0, RSTART + 13, RLENGTH - 13) + 0; if (w > wm) wm = w }
-        if (e[n] >= 1000) slow++
-      }
-      END {
-        if (n == 0) exit
-        for (i = 1; i <= n; i++) v[i] = e[i]
-        for (g = int(n / 2); g > 0; g = int(g / 2))
-          for (i = g + 1; i <= n; i++) { t = v[i]; for (j = i; j > g && v[j - g] > t; j -= g) v[j] = v[j - g]; v[j] = t }
-        k = int(n * 0.99); if (k < 1) k = 1
-        printf "%.2f %.2f %.2f %d %d", v[k], v[n], wm, slow + 0, n
-      }')
-  if [ -n "$srv" ]; then
-    read -r sp99 smax swait sslow sn <<<"$srv"
-    add "$key.srv_p99" "$sp99"; add "$key.srv_max" "$smax"; add "$key.srv_wait_max" "$swait"
-    add "$key.srv_slow" "$sslow"; add "$key.srv_n" "$sn"
+  add "$key.cpu_us" "$(per_request_us "$M_SVC")"
+  add "$key.pgcpu_us" "$(per_request_us "$M_PG")"
+  add "$key.svc_cores" "$(cores "$M_SVC")"
+  add "$key.pg_cores" "$(cores "$M_PG")"
+  add "$key.idle_cores" "$(cores "$M_IDLE")"
+  # The service's own view of the measured window, from its /metrics
+  # histograms (bucket upper bounds, in seconds): answer times of the demo
+  # route (p99, the slowest bucket, how many took over 1 s) and the longest
+  # wait for a pooled connection. This tells a stall inside the service from
+  # one outside it.
+  read -r n q99 qmax slow <<<"$(om_hist_delta "$M_BEFORE" "$M_AFTER" http_server_request_duration_seconds "$DEMO_ROUTE" | hist_summary 0.99)"
+  read -r wn _ wmax _ <<<"$(om_hist_delta "$M_BEFORE" "$M_AFTER" db_client_connection_wait_time_seconds 'pool_name="poolscope"' | hist_summary 0.99)"
+  if [ "$n" != - ]; then
+    add "$key.srv_n" "$n"
+    add "$key.srv_p99" "$(awk -v x="$q99" 'BEGIN {print x * 1000}')"
+    add "$key.srv_max" "$(awk -v x="$qmax" 'BEGIN {print x * 1000}')"
+    add "$key.srv_slow" "$slow"
   fi
+  [ "$wn" != - ] && add "$key.srv_wait_max" "$(awk -v x="$wmax" 'BEGIN {print x * 1000}')"
   if [ "$PERF" = 1 ] && [ "$rep" = 1 ] && [ "$label" = info ] && command -v perf >/dev/null; then
     log "(b) perf record of the service for 5 s under load"
     ( WRK_SECONDS=8; load_run "$RAW/throughput-perf-load.txt" ) &
@@ -463,10 +568,65 @@ mem_run() {  # REP
   stop_service
 }
 
+# ---------------------------------------------------------------- (e) compare
+# This tree's service against the baseline (examples/bare_sqlx.rs: hyper +
+# sqlx, same statement and JSON) and/or REV's service, under (b)'s load at
+# RUST_LOG=warn. Each round runs every binary once, in an order rotated from
+# round to round, so that none always runs first or after the same
+# neighbour. Ratios are taken within a round — runs next to each other in
+# time share the machine's conditions — and then summarised over the rounds.
+VARIANTS=(tree)
+[ "$BASELINE" = 1 ] && VARIANTS+=(base)
+[ -n "$AGAINST_BIN" ] && VARIANTS+=(rev)
+variant_name() {
+  case $1 in
+    tree) echo "this tree (\`$GIT_REV\`${GIT_DIRTY:+ + uncommitted changes})" ;;
+    base) echo "baseline (examples/bare_sqlx.rs)" ;;
+    rev) echo "\`$AGAINST_LABEL\` (--against $AGAINST)" ;;
+  esac
+}
+compare_run() {  # ROUND VARIANT
+  local round=$1 v=$2 key="c$2" url=$DATABASE_URL n
+  local -a SVC_CMD
+  case $v in
+    tree) SVC_CMD=("$BIN" serve) ;;
+    base) SVC_CMD=("$BASE_BIN") ;;
+    rev) SVC_CMD=("$AGAINST_BIN" serve); url=$AGAINST_URL ;;
+  esac
+  BENCH_RUST_LOG=warn start_service "compare-$v-r$round" DATABASE_URL="$url" \
+    DB_POOL_SIZE=10 DB_MAX_OVERFLOW=10 DB_POOL_TIMEOUT=30
+  log "(e) compare round $round/$ROUNDS: $(variant_name "$v")"
+  # One answer kept per binary, to check that they send the same body.
+  [ -f "$RAW/compare-$v-body.json" ] || curl -fsS --max-time 10 -o "$RAW/compare-$v-body.json" "$SVC_URL?seconds=0" \
+    || die "GET $SVC_URL?seconds=0 failed on $(variant_name "$v")"
+  measured_load "$RAW/compare-$v-r$round"
+  add "$key.rps" "$L_RPS"
+  add "$key.p99" "$L_P99"
+  add "$key.err" "$L_ERR"
+  add "$key.cpu_us" "$(per_request_us "$M_SVC")"
+  add "$key.pgcpu_us" "$(per_request_us "$M_PG")"
+  add "$key.idle_cores" "$(cores "$M_IDLE")"
+  # A binary that serves /metrics counted about the answers wrk did (give or
+  # take the requests in flight at the window's edges): a check on both.
+  read -r n _ _ _ <<<"$(om_hist_delta "$M_BEFORE" "$M_AFTER" http_server_request_duration_seconds "$DEMO_ROUTE" | hist_summary 0.5)"
+  if [ "$n" != - ]; then add "$key.count_diff" "$((n - L_REQS))"; fi
+  stop_service
+}
+# ratio_per_round A B METRIC → "a1/b1 a2/b2 …" (the same round's values)
+ratio_per_round() {
+  local -a a b
+  local i out=""
+  read -r -a a <<<"${V[c$1.$3]}"
+  read -r -a b <<<"${V[c$2.$3]}"
+  for i in "${!a[@]}"; do
+    out="$out $(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN {printf "%.3f", (y > 0 ? x / y : 0)}')"
+  done
+  echo "$out"
+}
+
 # ---------------------------------------------------------------- run
-has() { [[ " $SECTIONS " == *" $1 "* ]]; }
 RUN_START=$SECONDS
-log "$REPS repetition(s), sections: $SECTIONS; load tool: $LOADTOOL_VERSION; $NPROC cores: $CPU_MODEL"
+log "sections: $SECTIONS ($REPS repetition(s), $ROUNDS comparison round(s)); load tool: $LOADTOOL_VERSION; $NPROC cores: $CPU_MODEL"
 for rep in $(seq 1 "$REPS"); do
   if has waves; then
     for c in "${WAVE_CASES[@]}" "${WAVE_DIAG[@]}"; do
@@ -481,6 +641,18 @@ for rep in $(seq 1 "$REPS"); do
   if has pgbench; then pgbench_run "$rep"; fi
   if has memory; then mem_run "$rep"; fi
 done
+if has compare; then
+  log "(e) compare: ${VARIANTS[*]}, $ROUNDS round(s)"
+  for round in $(seq 1 "$ROUNDS"); do
+    for j in "${!VARIANTS[@]}"; do
+      compare_run "$round" "${VARIANTS[$(( (j + round - 1) % ${#VARIANTS[@]} ))]}"
+    done
+  done
+  for other in base rev; do
+    [ -n "${V[c$other.rps]:-}" ] || continue
+    for m in rps cpu_us pgcpu_us; do V[r$other.$m]=$(ratio_per_round tree "$other" "$m"); done
+  done
+fi
 RUN_SECONDS=$((SECONDS - RUN_START))
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -501,14 +673,23 @@ sum_vals() { echo "$1" | tr ' ' '\n' | awk '{s += $1} END {print s + 0}'; }
 kb_to_mb() { for x in $1; do awk -v x="$x" 'BEGIN {printf "%.2f ", x / 1024}'; done; }
 wave_row() {  # N SIZE OVERFLOW [NOTE]
   local n=$1 size=$2 over=$3 note=${4:-} k="w$1_$2_$3"
-  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(echo ${V[$k.verdict]} | tr ' ' '\n' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":$2)}') |"
+  echo "| $n @ $size+$over$note | ${V[$k.ideal]} s | $(fmt '%.3f s' "${V[$k.total]}") | $(fmt '%+.2f %%' "${V[$k.dev]}") | $(fmt '%d' "${V[$k.waves]}") (${V[$k.expwaves]}) | $(fmt '%.0f ms' "${V[$k.spread]}") | $(fmt '%.0f ms' "${V[$k.late]}") | $(sum_vals "${V[$k.non200]}") | $(tr ' ' '\n' <<<"${V[$k.verdict]}" | grep -v '^$' | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $1, ($2=="true"?"matches":($2=="false"?"differs":$2))}') |"
 }
 
+ran_main=0
+for sec in $MAIN_SECTIONS; do has "$sec" && ran_main=1; done
+# Written into every block: when, what, on which machine.
 {
-  echo "Run $TS (UTC), commit \`$GIT_REV\`$GIT_DIRTY, $REPS repetition(s)$([ "$QUICK" = 1 ] && echo " (--quick)"); values are median (min–max) over the repetitions."
+  counts=""
+  [ "$ran_main" = 1 ] && counts="$REPS repetition(s)"
+  has compare && counts="${counts:+$counts; }$ROUNDS comparison round(s)"
+  echo "Run $TS (UTC), commit \`$GIT_REV\`$GIT_DIRTY, \`scripts/bench.sh${ARGS:+ $ARGS}\`$([ "$SECTIONS" != "$MAIN_SECTIONS compare" ] && echo " with BENCH_SECTIONS=\"$SECTIONS\""); values are median (min–max) over $counts."
   echo
   echo "Machine: $NPROC × $CPU_MODEL, $MEM_TOTAL RAM, $KERNEL. PostgreSQL $PG_VERSION (fsync=off, synchronous_commit=off, full_page_writes=off, max_connections=$PG_MAXCONN), $RUSTC_VERSION, load tool $LOADTOOL_VERSION. Load average (1/5/15 min) before the run: $LOADAVG_START, after: $LOADAVG_END (other work on the machine shows here)."
   echo "Load tool, service and database share the $NPROC cores; all traffic on 127.0.0.1. Service: release build, RUST_LOG=${BENCH_RUST_LOG:-info} (logs to a file) unless noted."
+} >"$WORK/header.md"
+
+{
   if has waves; then
     echo
     echo "**(a) Wave fidelity** — \`poolscope client N --seconds $SLEEP --json\`, DB_POOL_TIMEOUT=60, a fresh service per run (pool warmed to DB_POOL_SIZE at start, overflow opened on demand)"
@@ -528,11 +709,11 @@ wave_row() {  # N SIZE OVERFLOW [NOTE]
     echo
     echo "**(b) Throughput** — \`seconds=0\`, $LOADTOOL, $WRK_CONNS keep-alive connections, ${WRK_SECONDS} s after a 2 s warm-up, pool 10+10; CPU from /proc/<pid>/stat (utime+stime) ÷ requests"
     echo
-    echo "| service | req/s | p50 | p99 | errors | service CPU / request | PostgreSQL CPU / request | cores used: service / PostgreSQL / idle | service-side p99 / max (its access log) | requests ≥ 1 s service-side; longest pool wait |"
+    echo "| service | req/s | p50 | p99 | errors | service CPU / request | PostgreSQL CPU / request | cores used: service / PostgreSQL / idle | service-side p99 / slowest (its /metrics: bucket bounds) | answers > 1 s service-side; longest pool wait (bucket bound) |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
     for lv in info warn; do
       k="t$lv"
-      echo "| RUST_LOG=$lv$([ $lv = info ] && echo " (default)") | $(fmt '%.0f' "${V[$k.rps]}") | $(fmt '%.2f ms' "${V[$k.p50]}") | $(fmt '%.2f ms' "${V[$k.p99]}") | $(sum_vals "${V[$k.err]}") | $(fmt '%.1f µs' "${V[$k.cpu_us]}") | $(fmt '%.1f µs' "${V[$k.pgcpu_us]}") | $(med "${V[$k.svc_cores]}") / $(med "${V[$k.pg_cores]}") / $(med "${V[$k.idle_cores]}") | $(if [ -n "${V[$k.srv_p99]:-}" ]; then echo "$(fmt '%.2f ms' "${V[$k.srv_p99]}") / $(fmt '%.0f ms' "${V[$k.srv_max]}")"; else echo "– (no access log at $lv)"; fi) | $(if [ -n "${V[$k.srv_slow]:-}" ]; then echo "$(sum_vals "${V[$k.srv_slow]}") in total; $(stats "${V[$k.srv_wait_max]}" | awk '{printf "%.0f ms", $3}')"; else echo "–"; fi) |"
+      echo "| RUST_LOG=$lv$([ $lv = info ] && echo " (default)") | $(fmt '%.0f' "${V[$k.rps]}") | $(fmt '%.2f ms' "${V[$k.p50]}") | $(fmt '%.2f ms' "${V[$k.p99]}") | $(sum_vals "${V[$k.err]}") | $(fmt '%.1f µs' "${V[$k.cpu_us]}") | $(fmt '%.1f µs' "${V[$k.pgcpu_us]}") | $(med "${V[$k.svc_cores]}") / $(med "${V[$k.pg_cores]}") / $(med "${V[$k.idle_cores]}") | $(if [ -n "${V[$k.srv_p99]:-}" ]; then echo "≤ $(fmt '%g ms' "${V[$k.srv_p99]}") / ≤ $(stats "${V[$k.srv_max]}" | awk '{printf "%g ms", $3}')"; else echo "– (no /metrics)"; fi) | $(if [ -n "${V[$k.srv_slow]:-}" ]; then echo "$(sum_vals "${V[$k.srv_slow]}") in total; ≤ $(stats "${V[$k.srv_wait_max]:-}" | awk '{printf "%g ms", $3}')"; else echo "–"; fi) |"
     done
   fi
   if has throughput; then
@@ -567,6 +748,7 @@ wave_row() {  # N SIZE OVERFLOW [NOTE]
     echo "|---|---|---|---|---|"
     echo "| $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.idle_rss]}")") | $(fmt '%d' "${V[mem.waiting]}") | $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.rss]}")") | $(fmt '%.1f MB' "$(kb_to_mb "${V[mem.hwm]}")") | $(fmt '%d' "${V[mem.threads]}") |"
   fi
+  if [ "$ran_main" = 1 ]; then
   echo
   echo "**Targets (issue 7, medians)**"
   echo
@@ -593,16 +775,59 @@ wave_row() {  # N SIZE OVERFLOW [NOTE]
     mr=$(med "$(kb_to_mb "${V[mem.rss]}")")
     echo "| RSS with $MEM_N waiting < 100 MB | $(printf '%.1f MB' "$mr") | $(ok "$(lt "$mr" 100)") |"
   fi
-  echo
-  echo "Re-run: \`scripts/bench.sh\` (3 repetitions) or \`scripts/bench.sh --quick\`. This run: build ${BUILD_SECONDS} s, measurements ${RUN_SECONDS} s. Raw outputs: \`bench-results/bench-$TS.raw/\`."
+  fi
 } >"$WORK/table.md"
+
+# (e): one row per binary, then the per-round ratios of this tree to each other one.
+{
+  if has compare; then
+    echo "**(e) Baseline and regression guard** — \`seconds=0\`, $LOADTOOL, $WRK_CONNS keep-alive connections, ${WRK_SECONDS} s after a 2 s warm-up, pool 10+10, RUST_LOG=warn; $ROUNDS round(s), each running every binary once in a rotated order; CPU from /proc/<pid>/stat (utime+stime) ÷ answers"
+    echo
+    echo "| binary | req/s | service CPU / request | PostgreSQL CPU / request | p99 | errors |"
+    echo "|---|---|---|---|---|---|"
+    for v in "${VARIANTS[@]}"; do
+      k="c$v"
+      echo "| $(variant_name "$v") | $(fmt '%.0f' "${V[$k.rps]}") | $(fmt '%.1f µs' "${V[$k.cpu_us]}") | $(fmt '%.1f µs' "${V[$k.pgcpu_us]}") | $(fmt '%.2f ms' "${V[$k.p99]}") | $(sum_vals "${V[$k.err]}") |"
+    done
+    echo
+    echo "| ratio, within each round | req/s | service CPU / request | PostgreSQL CPU / request |"
+    echo "|---|---|---|---|"
+    for other in base rev; do
+      [ -n "${V[r$other.rps]:-}" ] || continue
+      echo "| this tree ÷ $(variant_name "$other" | sed 's/ (--against.*//') | $(fmt '%.2f' "${V[r$other.rps]}") | $(fmt '%.2f' "${V[r$other.cpu_us]}") | $(fmt '%.2f' "${V[r$other.pgcpu_us]}") |"
+    done
+    echo
+    echo "Ratios: req/s below 1 and CPU / request above 1 mean this tree is slower and costs more per answer than the other binary. The min–max range is what this machine's noise does to identical work; against a revision, only a median outside the range seen when comparing a revision with itself is a change."
+    if [ -f "$RAW/compare-base-body.json" ]; then
+      if cmp -s "$RAW/compare-tree-body.json" "$RAW/compare-base-body.json"; then
+        echo "Check: the baseline's answer to \`?seconds=0\` is byte for byte the service's ($(wc -c <"$RAW/compare-base-body.json") bytes of JSON)."
+      else
+        echo "Check: the baseline's answer to \`?seconds=0\` **differs from the service's** (see bench-results/bench.raw/compare-*-body.json): the comparison is not of the same work."
+      fi
+    fi
+    diffs=""
+    for v in tree rev; do diffs="$diffs ${V[c$v.count_diff]:-}"; done
+    if [ -n "${diffs// /}" ]; then
+      worst=$(tr ' ' '\n' <<<"$diffs" | awk 'NF {x = ($1 < 0 ? -$1 : $1); if (x > m) m = x} END {print m + 0}')
+      echo "Check: the services' own count of answers (/metrics) and $LOADTOOL's differ by at most $worst per run ($(( 2 * WRK_CONNS )) allowed: requests in flight at the window's edges)$([ "$worst" -gt $(( 2 * WRK_CONNS )) ] && echo " — **more than allowed: one of the two readings is wrong**")."
+    fi
+    if [ -n "$MAX_CPU_RATIO" ] && [ -n "${V[rrev.cpu_us]:-}" ]; then
+      GUARD_MED=$(med "${V[rrev.cpu_us]}")
+      if awk -v r="$GUARD_MED" -v m="$MAX_CPU_RATIO" 'BEGIN {exit !(r > m)}'; then GUARD_FAILED=1; fi
+      echo "Guard (--max-cpu-ratio $MAX_CPU_RATIO): CPU / request ÷ \`$AGAINST_LABEL\` = $GUARD_MED — $([ "$GUARD_FAILED" = 1 ] && echo "**failed**" || echo "passed")."
+    fi
+  fi
+} >"$WORK/compare.md"
+FOOTER="Re-run: \`scripts/bench.sh\` (3 repetitions, 5 comparison rounds) or \`scripts/bench.sh --quick\`; add \`--against REV\` to compare with a revision. This run: build ${BUILD_SECONDS} s, measurements ${RUN_SECONDS} s. Raw outputs: \`bench-results/bench.raw/\` (not committed)."
 
 {
   echo "# poolscope benchmark $TS"
   echo
-  echo "\`scripts/bench.sh $*\`"
+  cat "$WORK/header.md"
+  if [ -s "$WORK/table.md" ]; then echo; cat "$WORK/table.md"; fi
+  if [ -s "$WORK/compare.md" ]; then echo; cat "$WORK/compare.md"; fi
   echo
-  cat "$WORK/table.md"
+  echo "$FOOTER"
   if [ -s "$RAW/perf-self.txt" ]; then
     echo
     echo "**perf** (service only, 5 s under the same load at seconds=0, RUST_LOG=info; full lists in the raw directory)."
@@ -636,30 +861,52 @@ wave_row() {  # N SIZE OVERFLOW [NOTE]
     echo '```'
     echo
   fi
-  echo "Per-repetition values:"
+  echo
+  echo "Per-repetition (per-round) values:"
   echo
   echo '```'
   for k in $(printf '%s\n' "${!V[@]}" | sort); do printf '%-18s %s\n' "$k" "${V[$k]}"; done
   echo '```'
 } >"$REPORT"
 
-cat "$WORK/table.md"
+cat "$WORK/header.md"
+if [ -s "$WORK/table.md" ]; then echo; cat "$WORK/table.md"; fi
+if [ -s "$WORK/compare.md" ]; then echo; cat "$WORK/compare.md"; fi
 log "wrote $REPORT"
 
-if [ "$UPDATE" = 1 ] && [ "$SECTIONS" != "waves throughput pgbench memory" ]; then
-  log "BENCH_SECTIONS is a subset: BENCHMARKS.md left as it is"
-  UPDATE=0
-fi
-if [ "$UPDATE" = 1 ]; then
-  BM="$ROOT/BENCHMARKS.md"
-  BEGIN='<!-- bench.sh:begin (generated by scripts/bench.sh; edits inside are overwritten) -->'
-  END='<!-- bench.sh:end -->'
-  [ -f "$BM" ] || printf '# Benchmarks\n\n%s\n%s\n' "$BEGIN" "$END" >"$BM"
-  if ! grep -qF "$BEGIN" "$BM"; then printf '\n## Service benchmark (scripts/bench.sh)\n\n%s\n%s\n' "$BEGIN" "$END" >>"$BM"; fi
-  awk -v b="$BEGIN" -v e="$END" -v f="$WORK/table.md" '
+# replace_block NAME FILE… : puts the files between BENCHMARKS.md's markers
+# for NAME (added at the end, under HEADING, when missing).
+BM="$ROOT/BENCHMARKS.md"
+replace_block() {
+  local name=$1 heading=$2 begin end; shift 2
+  begin="<!-- $name:begin (generated by scripts/bench.sh; edits inside are overwritten) -->"
+  end="<!-- $name:end -->"
+  [ -f "$BM" ] || printf '# Benchmarks\n' >"$BM"
+  if ! grep -qF "$begin" "$BM"; then printf '\n## %s\n\n%s\n%s\n' "$heading" "$begin" "$end" >>"$BM"; fi
+  cat "$@" >"$WORK/block.md"
+  awk -v b="$begin" -v e="$end" -v f="$WORK/block.md" '
     $0 == b { print; while ((getline line < f) > 0) print line; skip = 1; next }
     $0 == e { skip = 0 }
     !skip { print }' "$BM" >"$WORK/BENCHMARKS.md"
   cat "$WORK/BENCHMARKS.md" >"$BM"
-  log "updated $BM"
+  log "updated $name block of $BM"
+}
+echo "$FOOTER" >"$WORK/footer.md"
+if [ "$UPDATE" = 1 ]; then
+  all_main=1
+  for sec in $MAIN_SECTIONS; do has "$sec" || all_main=0; done
+  if [ "$all_main" = 1 ]; then
+    # (blank lines between the parts, as in the report)
+    echo >"$WORK/blank.md"
+    replace_block bench.sh "Service benchmark (scripts/bench.sh)" "$WORK/header.md" "$WORK/blank.md" "$WORK/table.md" "$WORK/blank.md" "$WORK/footer.md"
+  elif [ "$ran_main" = 1 ]; then
+    log "BENCH_SECTIONS has only some of: $MAIN_SECTIONS — the main block of BENCHMARKS.md left as it is"
+  fi
+  if has compare; then
+    echo >"$WORK/blank.md"
+    replace_block bench.sh:compare "Baseline and regression guard" "$WORK/header.md" "$WORK/blank.md" "$WORK/compare.md" "$WORK/blank.md" "$WORK/footer.md"
+  fi
+fi
+if [ "$GUARD_FAILED" = 1 ]; then
+  die "CPU per request is $GUARD_MED × $AGAINST_LABEL's (--max-cpu-ratio $MAX_CPU_RATIO)"
 fi
