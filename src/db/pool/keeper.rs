@@ -258,12 +258,13 @@ pub fn spawn_trimmer(pool: &Pool) {
                 return;
             }
             let slots = &pool.inner.slots;
-            let close = clock.tick(
-                slots.unclaimed(),
-                slots.pool_size(),
-                timeout,
-                Instant::now(),
-            );
+            // Requests waiting will take every connection that comes back.
+            let unclaimed = if slots.queued() > 0 {
+                0
+            } else {
+                slots.unclaimed()
+            };
+            let close = clock.tick(unclaimed, slots.pool_size(), timeout, Instant::now());
             for _ in 0..close {
                 // sqlx hands out the longest-idle connection first.
                 match pool.sqlx().try_acquire() {

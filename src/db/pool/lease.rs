@@ -74,7 +74,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         crate::metrics::observe(&self.use_time, self.handed_out.elapsed());
-        let (Some(mut turn), Some(mut conn)) = (self.turn.take(), self.conn.take()) else {
+        let (Some(turn), Some(mut conn)) = (self.turn.take(), self.conn.take()) else {
             return;
         };
         let slots = turn.slots().clone();

@@ -64,7 +64,8 @@ pub struct Slots {
     /// Read on every release, so it lives outside the lock: 0 means "no
     /// limit", and a release then never takes the lock.
     withhold_target: AtomicU32,
-    /// Turns alive ([`Turn`]) that have not given their connection back yet.
+    /// Turns alive ([`Turn`]): each holds a connection, is about to take or
+    /// open one, or is giving one back. A claim ends when its slot is freed.
     claims: AtomicUsize,
     /// Requests waiting for a connection to come back.
     queued: AtomicUsize,
@@ -146,7 +147,6 @@ impl Slots {
         Turn {
             permit,
             slots: self.clone(),
-            claiming: true,
             holding: false,
             got,
         }
@@ -237,7 +237,12 @@ impl Slots {
         self.pool_size
     }
 
-    /// Connections no claim holds or is about to take.
+    /// Requests waiting for a connection to come back.
+    pub fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed) as u32
+    }
+
+    /// Connections no claim holds, is about to take or is giving back.
     pub fn unclaimed(&self) -> u32 {
         let claims = self.claims.load(Ordering::Relaxed) as u32;
         self.store.size().saturating_sub(claims)
@@ -260,24 +265,14 @@ impl Slots {
     pub fn close(&self) {
         self.turns.close();
     }
-
-    /// Whether a connection given back by a claim that just ended, leaving
-    /// `other_claims`, stays in the store: the requests queued for a
-    /// returned connection count as claims too, since the first of them
-    /// takes this very connection.
-    fn keep_returning_connection(&self, other_claims: u32) -> bool {
-        let claims = other_claims + self.queued.load(Ordering::Relaxed) as u32;
-        !self.close_surplus_on_return || keep_on_return(self.store.size(), claims, self.pool_size)
-    }
 }
 
-/// Whether a connection being returned stays in the pool: yes while at most
-/// `pool_size` connections would then be idle.
-///
-/// `open` counts every connection the store holds (this one, those in use,
-/// those being opened); `claimed_by_others` counts the other claims.
-pub fn keep_on_return(open: u32, claimed_by_others: u32, pool_size: u32) -> bool {
-    open.saturating_sub(claimed_by_others) <= pool_size
+/// QueuePool's rule for a connection being given back: it stays while fewer
+/// than `pool_size` connections sit idle, and is closed otherwise (while
+/// requests wait for one it always stays: it is theirs). Two returns at the
+/// same instant may both stay; the trimmer closes what surplus lasts.
+pub fn keep_on_return(idle_now: u32, pool_size: u32) -> bool {
+    idle_now < pool_size
 }
 
 /// Counts a request as queued for as long as it waits, even if its future
@@ -303,8 +298,7 @@ pub struct Turn {
     /// `None` for a slot taken from the vacant ones.
     permit: Option<OwnedSemaphorePermit>,
     slots: Arc<Slots>,
-    /// Still counted in `claims`.
-    claiming: bool,
+
     /// A connection was had on this turn: when the turn ends, the slot is
     /// freed (the connection came back, or was closed and may be replaced);
     /// without one, the slot goes vacant.
@@ -323,10 +317,11 @@ impl Turn {
     /// same moment see different counts and cannot both stay as surplus.
     /// The slot itself is freed when the turn is dropped, once the
     /// connection is back.
-    pub fn give_back_and_keep(&mut self) -> bool {
-        self.end_claim();
-        let others = self.slots.claims.load(Ordering::Relaxed) as u32;
-        self.slots.keep_returning_connection(others)
+    pub fn give_back_and_keep(&self) -> bool {
+        let slots = &self.slots;
+        !slots.close_surplus_on_return
+            || slots.queued() > 0
+            || keep_on_return(slots.store.idle(), slots.pool_size)
     }
 
     /// A connection is had on this turn (see [`Turn::holding`]).
@@ -353,9 +348,7 @@ impl Turn {
     }
 
     fn end_claim(&mut self) {
-        if std::mem::take(&mut self.claiming) {
-            self.slots.claims.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.slots.claims.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -548,29 +541,19 @@ mod tests {
 
     #[test]
     fn returned_connections_fill_the_pool_then_close() {
-        // Pool 10 + 10, 20 open, nobody waiting: the leases end one by one.
-        // The first ten back are kept, the rest closed (each close also
-        // lowers `open`).
-        let mut open = 20;
-        let mut kept = 0;
-        for holders in (1..=20).rev() {
-            if keep_on_return(open, holders - 1, 10) {
-                kept += 1;
+        // Pool 10 + 10, 20 in use, nobody waiting: the leases end one by
+        // one. The first ten back are kept, the rest closed.
+        let mut idle = 0;
+        let mut closed = 0;
+        for _ in 0..20 {
+            if keep_on_return(idle, 10) {
+                idle += 1;
             } else {
-                open -= 1;
+                closed += 1;
             }
         }
-        assert_eq!((kept, open), (10, 10));
-    }
-
-    #[test]
-    fn a_connection_returned_to_a_waiting_request_is_kept() {
-        // 20 open, 20 claims: one returns, its slot passes to a waiter that
-        // will take this very connection.
-        assert!(keep_on_return(20, 19, 10));
-        // Pool 0 + 5: nothing is ever kept idle, unless a waiter takes it.
-        assert!(!keep_on_return(1, 0, 0));
-        assert!(!keep_on_return(2, 1, 0));
-        assert!(keep_on_return(2, 2, 0));
+        assert_eq!((idle, closed), (10, 10));
+        // Pool 0 + 5: nothing is ever kept idle.
+        assert!(!keep_on_return(0, 0));
     }
 }
