@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::http::{self, Answer, Target, TransportError};
-use crate::contract::{ErrorBody, ErrorKind};
+use crate::contract::{ErrorBody, ErrorKind, ServerTiming};
 
 /// What one request came back with.
 #[derive(Debug, Clone)]
@@ -38,9 +38,10 @@ impl Reply {
             .map(|body| body.error);
         let pool_wait_ms = answer
             .headers
-            .get("server-timing")
+            .get(ServerTiming::HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(server_timing_pool_ms);
+            .and_then(ServerTiming::parse)
+            .map(|t| t.pool.as_secs_f64() * 1000.0);
         let replica = answer
             .headers
             .get("x-replica")
@@ -53,19 +54,6 @@ impl Reply {
             replica,
         }
     }
-}
-
-/// `pool;dur=12.3` from a `Server-Timing` value, in ms.
-pub fn server_timing_pool_ms(value: &str) -> Option<f64> {
-    value
-        .split(',')
-        .map(str::trim)
-        .find(|metric| metric.starts_with("pool;"))?
-        .split("dur=")
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
 }
 
 pub struct Run {
@@ -130,25 +118,5 @@ pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &impl Watc
         outcomes,
         elapsed: start.elapsed().as_secs_f64(),
         interrupted,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::server_timing_pool_ms;
-
-    #[test]
-    fn the_pool_wait_is_read_from_server_timing() {
-        assert_eq!(
-            server_timing_pool_ms("pool;dur=0.3, pooler;dur=0.3, db;dur=202.0"),
-            Some(0.3)
-        );
-        assert_eq!(
-            server_timing_pool_ms("db;dur=5, pool;dur=4999.5"),
-            Some(4999.5)
-        );
-        assert_eq!(server_timing_pool_ms("db;dur=5"), None);
-        assert_eq!(server_timing_pool_ms("pool;desc=x"), None);
-        assert_eq!(server_timing_pool_ms("pool;dur=abc"), None);
     }
 }
