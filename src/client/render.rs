@@ -104,16 +104,6 @@ pub fn summary_text(r: &Report) -> String {
             String::new()
         }
     ));
-    let counts = |m: &std::collections::BTreeMap<String, usize>| {
-        if m.is_empty() {
-            "none".to_owned()
-        } else {
-            m.iter()
-                .map(|(k, v)| format!("{k} × {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
     if let Some(address) = &r.address {
         line(format!("  target:   {address}"));
     }
@@ -178,6 +168,16 @@ pub fn summary_text(r: &Report) -> String {
         None => line("  expected: unknown (the server's /pool could not be read)".into()),
     }
     out
+}
+
+fn counts<K: std::fmt::Display>(m: &std::collections::BTreeMap<K, usize>) -> String {
+    if m.is_empty() {
+        return "none".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k} × {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `2 waves of 5 s ≈ 10 s; 24 × db_refused at once` and the like.

@@ -10,13 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::contract::ErrorKind;
 use serde::Serialize;
 
-use super::burst::{Outcome, Run};
+use super::burst::{Failure, Outcome, Run};
 use super::expect::{compare, predict, Layer, Observed, Plan, Prediction};
 use super::http::{self, Target};
-use crate::contract::PoolReport;
+use crate::contract::{ErrorKind, PoolReport};
 
 /// What the server's `GET /pool` said before the burst.
 #[derive(Debug, Clone, Serialize)]
@@ -116,8 +115,8 @@ pub struct Report {
     pub interrupted: bool,
     pub total_seconds: f64,
     pub sleep_seconds: Option<f64>,
-    pub statuses: BTreeMap<String, usize>,
-    pub errors: BTreeMap<String, usize>,
+    pub statuses: BTreeMap<u16, usize>,
+    pub errors: BTreeMap<Failure, usize>,
     /// Answers by the replica that gave them (`X-Replica`).
     pub replicas: BTreeMap<String, usize>,
     pub latency_ms: Option<Latency>,
@@ -138,19 +137,14 @@ impl Report {
         let mut errors = BTreeMap::new();
         let mut replicas = BTreeMap::new();
         for o in &run.outcomes {
-            match &o.result {
-                Ok(reply) => {
-                    if let Some(r) = &reply.replica {
-                        *replicas.entry(r.clone()).or_insert(0) += 1;
-                    }
-                    *statuses.entry(reply.status.to_string()).or_insert(0) += 1;
-                    if let Some(kind) = reply.error_kind {
-                        *errors.entry(kind.to_string()).or_insert(0) += 1;
-                    } else if reply.status != 200 {
-                        *errors.entry(format!("http_{}", reply.status)).or_insert(0) += 1;
-                    }
+            if let Ok(reply) = &o.result {
+                if let Some(r) = &reply.replica {
+                    *replicas.entry(r.clone()).or_insert(0) += 1;
                 }
-                Err(e) => *errors.entry(e.kind().to_owned()).or_insert(0) += 1,
+                *statuses.entry(reply.status).or_insert(0) += 1;
+            }
+            if let Some(failure) = o.failure() {
+                *errors.entry(failure).or_insert(0) += 1;
             }
         }
         let gap = wave_gap(sleep);
@@ -197,10 +191,6 @@ fn split_at_gaps(mut items: Vec<&Outcome>, gap: f64) -> Vec<Vec<&Outcome>> {
     groups
 }
 
-fn is_ok(o: &Outcome) -> bool {
-    matches!(&o.result, Ok(r) if r.status == 200)
-}
-
 /// Groups answered requests (any HTTP status) by completion time; transport
 /// failures are not answers and stay out of the waves.
 pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
@@ -210,11 +200,12 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
         .map(|w| {
             let mut waits: Vec<f64> = w
                 .iter()
-                .filter_map(|o| o.result.as_ref().ok()?.pool_wait_ms)
+                .filter_map(|o| o.result.as_ref().ok()?.timing)
+                .map(|t| t.pool.as_secs_f64() * 1000.0)
                 .collect();
             Wave {
                 size: w.len(),
-                ok: w.iter().filter(|o| is_ok(o)).count(),
+                ok: w.iter().filter(|o| o.is_served()).count(),
                 first_s: w[0].at,
                 last_s: w[w.len() - 1].at,
                 median_pool_wait_ms: median(&mut waits),
@@ -226,38 +217,28 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
 /// The run as the verdict sees it: served waves (200s only), refusals and
 /// timeouts with their times, anything else by kind.
 fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
-    let served = split_at_gaps(outcomes.iter().filter(|o| is_ok(o)).collect(), gap);
-    let times = |kind: ErrorKind| -> Vec<f64> {
+    let served = split_at_gaps(outcomes.iter().filter(|o| o.is_served()).collect(), gap);
+    let times = |wanted: fn(ErrorKind) -> bool| -> Vec<f64> {
         outcomes
             .iter()
-            .filter(|o| matches!(&o.result, Ok(r) if r.error_kind == Some(kind)))
+            .filter(|o| matches!(o.failure(), Some(Failure::Kind(k)) if wanted(k)))
             .map(|o| o.at)
             .collect()
     };
+    let predicted =
+        |f: &Failure| matches!(f, Failure::Kind(k) if *k == ErrorKind::DbRefused || k.is_timeout());
     Observed {
         served_waves: served
             .iter()
             .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
             .collect(),
-        refused_at: times(ErrorKind::DbRefused),
-        timeouts_at: [
-            times(ErrorKind::PoolTimeout),
-            times(ErrorKind::PoolerTimeout),
-        ]
-        .concat(),
+        refused_at: times(|k| k == ErrorKind::DbRefused),
+        timeouts_at: times(ErrorKind::is_timeout),
         other: report
             .errors
             .iter()
-            .filter(|(k, _)| {
-                ![
-                    ErrorKind::DbRefused,
-                    ErrorKind::PoolTimeout,
-                    ErrorKind::PoolerTimeout,
-                ]
-                .iter()
-                .any(|known| known.as_str() == k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), *v as u64))
+            .filter(|(f, _)| !predicted(f))
+            .map(|(f, n)| (f.to_string(), *n as u64))
             .collect(),
         interrupted: report
             .interrupted
@@ -343,6 +324,7 @@ mod tests {
     use super::*;
     use crate::client::burst::Reply;
     use crate::client::http::TransportError;
+    use crate::contract::ServerTiming;
 
     fn answer(at: f64, status: u16, pool_wait_ms: Option<f64>) -> Outcome {
         Outcome {
@@ -350,7 +332,11 @@ mod tests {
             result: Ok(Reply {
                 status,
                 error_kind: None,
-                pool_wait_ms,
+                timing: pool_wait_ms.map(|ms| ServerTiming {
+                    pool: Duration::from_secs_f64(ms / 1000.0),
+                    pooler: None,
+                    db: Duration::from_secs(5),
+                }),
                 replica: None,
             }),
         }
@@ -364,7 +350,7 @@ mod tests {
             answer(5.03, 503, None),
             Outcome {
                 at: 7.0,
-                result: Err(TransportError::Reset),
+                result: Err(TransportError::ConnectionReset),
             },
             answer(5.02, 200, Some(3.0)),
             answer(10.01, 200, Some(4990.0)),
