@@ -104,6 +104,15 @@ pub struct Expectation {
     pub matches: bool,
 }
 
+/// The answers of one kind that were not served, for the summary's list.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub failure: Failure,
+    pub count: usize,
+    pub first_s: f64,
+    pub last_s: f64,
+}
+
 /// The machine-readable report (`--json`); field names are stable.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -121,7 +130,15 @@ pub struct Report {
     pub replicas: BTreeMap<String, usize>,
     pub latency_ms: Option<Latency>,
     pub wave_gap_s: f64,
+    /// Every answer (any status) grouped by completion time.
     pub waves: Vec<Wave>,
+    /// The summary's list: the served answers' waves (what the verdict
+    /// compares with the predicted ones) …
+    #[serde(skip)]
+    pub served_waves: Vec<Wave>,
+    /// … and the other answers and failures, by kind.
+    #[serde(skip)]
+    pub failed: Vec<Failed>,
     pub expectation: Option<Expectation>,
 }
 
@@ -149,6 +166,7 @@ impl Report {
         }
         let gap = wave_gap(sleep);
         let waves = group_waves(&run.outcomes, gap);
+        let served_waves = group(run.outcomes.iter().filter(|o| o.is_served()), gap);
         let mut report = Report {
             requests: n,
             url: target.url.to_string(),
@@ -163,6 +181,8 @@ impl Report {
             latency_ms: latency(&run.outcomes),
             wave_gap_s: gap,
             waves,
+            served_waves,
+            failed: failed(&run.outcomes),
             expectation: None,
         };
         report.expectation =
@@ -194,8 +214,13 @@ fn split_at_gaps(mut items: Vec<&Outcome>, gap: f64) -> Vec<Vec<&Outcome>> {
 /// Groups answered requests (any HTTP status) by completion time; transport
 /// failures are not answers and stay out of the waves.
 pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
-    let answered = outcomes.iter().filter(|o| o.result.is_ok()).collect();
-    split_at_gaps(answered, gap)
+    group(outcomes.iter().filter(|o| o.result.is_ok()), gap)
+}
+
+/// Groups by completion time; each wave's pool wait is the median the
+/// server reported for it.
+fn group<'a>(outcomes: impl Iterator<Item = &'a Outcome>, gap: f64) -> Vec<Wave> {
+    split_at_gaps(outcomes.collect(), gap)
         .into_iter()
         .map(|w| {
             let mut waits: Vec<f64> = w
@@ -212,6 +237,28 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
             }
         })
         .collect()
+}
+
+/// The answers not served, by kind, in order of their first.
+fn failed(outcomes: &[Outcome]) -> Vec<Failed> {
+    let mut by_kind: BTreeMap<Failure, Failed> = BTreeMap::new();
+    for o in outcomes {
+        let Some(failure) = o.failure() else {
+            continue;
+        };
+        let f = by_kind.entry(failure).or_insert(Failed {
+            failure,
+            count: 0,
+            first_s: o.at,
+            last_s: o.at,
+        });
+        f.count += 1;
+        f.first_s = f.first_s.min(o.at);
+        f.last_s = f.last_s.max(o.at);
+    }
+    let mut failed: Vec<Failed> = by_kind.into_values().collect();
+    failed.sort_by(|a, b| a.first_s.total_cmp(&b.first_s));
+    failed
 }
 
 /// The run as the verdict sees it: served waves (200s only), refusals and
@@ -279,9 +326,11 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         limited_by: Layer::AppPool,
         refuses_excess: false,
     });
-    let budget = Plan {
+    let plan = Plan {
         requests: report.requests as u64,
         sleep_s: sleep,
+        replicas: s.replicas,
+        pool_max: s.pool_max,
         concurrency: u64::from(topology.concurrency).max(1),
         refuses_excess: topology.refuses_excess,
         limited_by: topology.limited_by,
@@ -289,10 +338,10 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         // A query_wait_timeout of 0 means "wait for ever".
         pooler_timeout_s: s.pooler_timeout_s.filter(|t| *t > 0.0),
     };
-    let prediction = predict(&budget);
+    let prediction = predict(&plan);
     let observed = observe(report, outcomes, report.wave_gap_s);
-    let verdict = compare(&prediction, &budget, &observed);
-    let last_wave = prediction.waves.last().map_or(0.0, |w| w.at_s);
+    let verdict = compare(&prediction, &plan, &observed);
+    let last_wave = prediction.expected_waves().last().map_or(0.0, |w| w.at_s);
     let seconds = if prediction.timeouts_max > 0 {
         last_wave.max(s.pool_timeout_s)
     } else {
@@ -308,11 +357,11 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         replicas: s.replicas,
         pooler_pool: s.pooler_pool,
         concurrency: prediction.concurrency,
-        waves: prediction.waves.len() as u64,
+        waves: prediction.expected_waves().count() as u64,
         seconds,
         matches: verdict.is_ok(),
         verdict: match verdict {
-            Ok(()) => format!("matches (limited by {})", budget.limited_by.phrase()),
+            Ok(()) => format!("matches (limited by {})", plan.limited_by.phrase()),
             Err(why) => format!("differs: {why}"),
         },
         prediction,
@@ -344,7 +393,7 @@ mod tests {
 
     #[test]
     fn answers_group_into_waves_at_gaps_and_failures_stay_out() {
-        let outcomes = vec![
+        let outcomes = [
             answer(10.02, 200, Some(5000.0)),
             answer(5.01, 200, Some(1.0)),
             answer(5.03, 503, None),
