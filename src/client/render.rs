@@ -406,7 +406,7 @@ mod tests {
         );
         let e = report.expectation.unwrap();
         assert_eq!(e.waves, 3);
-        assert!(e.matches, "{}", e.verdict);
+        assert!(e.verdict.matches(), "{}", e.verdict);
         // The JSON's `waves` still groups every answer, whatever its status.
         assert_eq!(report.waves.len(), 4);
     }
@@ -444,7 +444,7 @@ mod tests {
         );
         let e = report.expectation.unwrap();
         assert!(e.prediction.depends_on_balance);
-        assert!(e.matches, "{}", e.verdict);
+        assert!(e.verdict.matches(), "{}", e.verdict);
     }
 
     #[test]

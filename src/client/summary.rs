@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::burst::{Failure, Outcome, Run};
-use super::expect::{compare, predict, Layer, Observed, Plan, Prediction};
+use super::expect::{predict, Layer, Plan, Prediction};
 use super::http::{self, Target};
+use super::verdict::{compare, Observed, Served, Verdict};
 use crate::contract::{ErrorKind, PoolReport};
 
 /// What the server's `GET /pool` said before the burst.
@@ -99,9 +100,10 @@ pub struct Expectation {
     pub seconds: f64,
     #[serde(flatten)]
     pub prediction: Prediction,
-    /// `matches`, or `differs: ` and the first difference.
-    pub verdict: String,
-    pub matches: bool,
+    /// `verdict`: `matches`, or `differs: ` and the first difference;
+    /// `matches`: whether it matches.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 /// The answers of one kind that were not served, for the summary's list.
@@ -261,8 +263,9 @@ fn failed(outcomes: &[Outcome]) -> Vec<Failed> {
     failed
 }
 
-/// The run as the verdict sees it: served waves (200s only), refusals and
-/// timeouts with their times, anything else by kind.
+/// The run as the verdict sees it: served waves (200s only) with the
+/// server's timings, refusals and timeouts with their times, anything else
+/// by kind.
 fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
     let served = split_at_gaps(outcomes.iter().filter(|o| o.is_served()).collect(), gap);
     let times = |wanted: fn(ErrorKind) -> bool| -> Vec<f64> {
@@ -277,7 +280,14 @@ fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
     Observed {
         served_waves: served
             .iter()
-            .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
+            .map(|w| {
+                w.iter()
+                    .map(|o| Served {
+                        at: o.at,
+                        timing: o.result.as_ref().ok().and_then(|r| r.timing),
+                    })
+                    .collect()
+            })
             .collect(),
         refused_at: times(|k| k == ErrorKind::DbRefused),
         timeouts_at: times(ErrorKind::is_timeout),
@@ -285,7 +295,7 @@ fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
             .errors
             .iter()
             .filter(|(f, _)| !predicted(f))
-            .map(|(f, n)| (f.to_string(), *n as u64))
+            .map(|(f, n)| (*f, *n as u64))
             .collect(),
         interrupted: report
             .interrupted
@@ -359,12 +369,8 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         concurrency: prediction.concurrency,
         waves: prediction.expected_waves().count() as u64,
         seconds,
-        matches: verdict.is_ok(),
-        verdict: match verdict {
-            Ok(()) => format!("matches (limited by {})", plan.limited_by.phrase()),
-            Err(why) => format!("differs: {why}"),
-        },
         prediction,
+        verdict,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `poolscope client` against the real service: the original's line formats,
 //! wave grouping, error grouping, the JSON report and bad arguments. The
 //! expectation and the verdict themselves are unit-tested with made-up runs
-//! (`src/client/expect.rs`).
+//! (`src/client/expect.rs`, `src/client/verdict.rs`).
 
 use std::process::{Command, Output};
 
