@@ -8,8 +8,10 @@
 //!   (`DB_POOL_TIMEOUT`);
 //! * the pooler (S smallest): requests hold an app connection and queue in
 //!   PgBouncer (`query_wait_timeout`);
-//! * PostgreSQL (G smallest): new connections are refused (`db_refused`),
-//!   which is the outage this stack demonstrates: R × (size + overflow) > G.
+//! * PostgreSQL (G smallest): the connection attempts beyond G are refused
+//!   (`db_refused`, at once), which is the outage this stack demonstrates:
+//!   R × (size + overflow) > G. Requests beyond a pool's max do not try a
+//!   connection: they wait for a returned one (see `client::expect`).
 //!
 //! Used by `/pool`, the startup warning and (through `/pool`) the client.
 
@@ -56,7 +58,8 @@ pub struct Budget {
     /// Every replica's pool together: R × P.
     pub app_capacity: u32,
     pub limited_by: Layer,
-    /// Requests beyond the limit are refused at once (else they queue).
+    /// Connection attempts beyond the limit are refused at once (else the
+    /// excess queues). Requests beyond the pools' max queue either way.
     pub refuses_excess: bool,
 }
 

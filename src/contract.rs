@@ -2,8 +2,12 @@
 //! share, one set of types owned by neither side:
 //! the service serialises [`PoolReport`], the client and the tests
 //! deserialise the same type, so a renamed field fails to compile instead of
-//! failing at a user's terminal. The same holds for error answers:
-//! [`ErrorBody`] with its [`ErrorKind`].
+//! failing at a user's terminal. The same holds for error answers
+//! ([`ErrorBody`] with its [`ErrorKind`]) and for the demo route's
+//! `Server-Timing` header ([`ServerTiming`]: written with `Display`, read
+//! with [`ServerTiming::parse`]).
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,48 +157,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
-        ErrorKind::BadRequest,
-        ErrorKind::PoolTimeout,
-        ErrorKind::DbRefused,
-        ErrorKind::PoolerRefused,
-        ErrorKind::PoolerTimeout,
-        ErrorKind::DbUnavailable,
-        ErrorKind::StatementTimeout,
-        ErrorKind::Internal,
-        ErrorKind::Overloaded,
-        ErrorKind::NotFound,
-        ErrorKind::MethodNotAllowed,
-        ErrorKind::ClientClosed,
-    ];
-
-    /// The wire name (as serde writes it; a test keeps the two equal).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::PoolTimeout => "pool_timeout",
-            ErrorKind::DbRefused => "db_refused",
-            ErrorKind::PoolerRefused => "pooler_refused",
-            ErrorKind::PoolerTimeout => "pooler_timeout",
-            ErrorKind::DbUnavailable => "db_unavailable",
-            ErrorKind::StatementTimeout => "statement_timeout",
-            ErrorKind::Internal => "internal",
-            ErrorKind::Overloaded => "overloaded",
-            ErrorKind::NotFound => "not_found",
-            ErrorKind::MethodNotAllowed => "method_not_allowed",
-            ErrorKind::ClientClosed => "client_closed",
-        }
-    }
-
     /// Gave up waiting in a queue: the app pool's or PgBouncer's.
     pub fn is_timeout(self) -> bool {
         matches!(self, ErrorKind::PoolTimeout | ErrorKind::PoolerTimeout)
     }
 }
 
+/// The wire name, as serde writes it: the enum's `rename_all` is the only
+/// list of names.
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => Err(std::fmt::Error),
+        }
     }
 }
 
@@ -214,13 +190,87 @@ pub struct ErrorBody {
     pub hint: Option<String>,
 }
 
+/// The demo route's `Server-Timing` header: where an answer's time went, in
+/// the order it was spent. `pool;dur=` waiting for a connection of the app's
+/// pool, `pooler;dur=` from sending the statement to PostgreSQL starting it
+/// (the wait inside PgBouncer, or one network hop without one), `db;dur=`
+/// the statement itself; each in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerTiming {
+    pub pool: Duration,
+    pub pooler: Option<Duration>,
+    pub db: Duration,
+}
+
+impl ServerTiming {
+    pub const HEADER: &'static str = "Server-Timing";
+
+    /// All the waiting for a connection: the app pool's and the pooler's.
+    pub fn waited(&self) -> Duration {
+        self.pool + self.pooler.unwrap_or_default()
+    }
+
+    /// Reads a header value: metrics in any order, unknown metrics and
+    /// parameters ignored. `None` unless `pool` and `db` both have a
+    /// non-negative finite `dur`.
+    pub fn parse(value: &str) -> Option<ServerTiming> {
+        let (mut pool, mut pooler, mut db) = (None, None, None);
+        for metric in value.split(',') {
+            let mut params = metric.split(';').map(str::trim);
+            let slot = match params.next() {
+                Some("pool") => &mut pool,
+                Some("pooler") => &mut pooler,
+                Some("db") => &mut db,
+                _ => continue,
+            };
+            if slot.is_some() {
+                continue; // the first of a repeated metric counts
+            }
+            *slot = params
+                .filter_map(|p| p.strip_prefix("dur="))
+                .find_map(|ms| ms.trim_matches('"').parse::<f64>().ok())
+                .and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok());
+        }
+        Some(ServerTiming {
+            pool: pool?,
+            pooler,
+            db: db?,
+        })
+    }
+}
+
+impl std::fmt::Display for ServerTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(f, "pool;dur={:.1}", ms(self.pool))?;
+        if let Some(pooler) = self.pooler {
+            write!(f, ", pooler;dur={:.1}", ms(pooler))?;
+        }
+        write!(f, ", db;dur={:.1}", ms(self.db))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn error_kinds_travel_under_their_names() {
-        for kind in ErrorKind::ALL {
+        // The documented names (README, "Errors"): a renamed variant fails here.
+        for (kind, name) in [
+            (ErrorKind::BadRequest, "bad_request"),
+            (ErrorKind::PoolTimeout, "pool_timeout"),
+            (ErrorKind::DbRefused, "db_refused"),
+            (ErrorKind::PoolerRefused, "pooler_refused"),
+            (ErrorKind::PoolerTimeout, "pooler_timeout"),
+            (ErrorKind::DbUnavailable, "db_unavailable"),
+            (ErrorKind::StatementTimeout, "statement_timeout"),
+            (ErrorKind::Internal, "internal"),
+            (ErrorKind::Overloaded, "overloaded"),
+            (ErrorKind::NotFound, "not_found"),
+            (ErrorKind::MethodNotAllowed, "method_not_allowed"),
+            (ErrorKind::ClientClosed, "client_closed"),
+        ] {
             let body = ErrorBody {
                 error: kind,
                 message: "m".into(),
@@ -229,11 +279,48 @@ mod tests {
                 hint: None,
             };
             let wire = serde_json::to_value(&body).unwrap();
-            assert_eq!(wire["error"], kind.as_str());
+            assert_eq!(wire["error"], name);
+            assert_eq!(kind.to_string(), name);
             assert_eq!(serde_json::from_value::<ErrorBody>(wire).unwrap(), body);
         }
         let foreign = r#"{"error":"teapot","message":"?"}"#;
         assert!(serde_json::from_str::<ErrorBody>(foreign).is_err());
+    }
+
+    #[test]
+    fn server_timing_reads_what_it_writes() {
+        let t = ServerTiming {
+            pool: Duration::from_micros(4_999_500),
+            pooler: Some(Duration::from_micros(300)),
+            db: Duration::from_millis(5_002),
+        };
+        let wire = t.to_string();
+        assert_eq!(wire, "pool;dur=4999.5, pooler;dur=0.3, db;dur=5002.0");
+        let back = ServerTiming::parse(&wire).unwrap();
+        assert_eq!(back.to_string(), wire);
+        assert_eq!(back.waited(), Duration::from_micros(4_999_800));
+        let bare = ServerTiming { pooler: None, ..t };
+        assert_eq!(bare.to_string(), "pool;dur=4999.5, db;dur=5002.0");
+        assert_eq!(ServerTiming::parse(&bare.to_string()).unwrap().pooler, None);
+    }
+
+    #[test]
+    fn server_timing_tolerates_order_and_extras_but_needs_pool_and_db() {
+        let t = ServerTiming::parse(r#"db;desc="x";dur=5, cache;dur=1, pool;dur="2.5""#).unwrap();
+        assert_eq!(t.pool, Duration::from_micros(2_500));
+        assert_eq!((t.pooler, t.db), (None, Duration::from_millis(5)));
+        for bad in [
+            "db;dur=5",
+            "pool;dur=1",
+            "pool;desc=x, db;dur=5",
+            "pool;dur=abc, db;dur=5",
+            "pool;dur=-1, db;dur=5",
+            "pool;dur=NaN, db;dur=5",
+            "pool;dur=inf, db;dur=5",
+            "",
+        ] {
+            assert_eq!(ServerTiming::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

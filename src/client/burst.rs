@@ -4,10 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::http::{self, Answer, Target, TransportError};
-use crate::contract::{ErrorBody, ErrorKind};
+use crate::contract::{ErrorBody, ErrorKind, ServerTiming};
 
 /// What one request came back with.
 #[derive(Debug, Clone)]
@@ -17,6 +18,55 @@ pub struct Outcome {
     pub result: Result<Reply, TransportError>,
 }
 
+impl Outcome {
+    /// Served: a 200.
+    pub fn is_served(&self) -> bool {
+        matches!(&self.result, Ok(r) if r.status == 200)
+    }
+
+    /// Why it was not served; `None` for a 200.
+    pub fn failure(&self) -> Option<Failure> {
+        match &self.result {
+            Ok(r) if r.status == 200 => None,
+            Ok(r) => Some(
+                r.error_kind
+                    .map_or(Failure::Status(r.status), Failure::Kind),
+            ),
+            Err(e) => Some(Failure::Transport(*e)),
+        }
+    }
+}
+
+/// Why a request was not served: what the summary's `errors` counts. Written
+/// as the server's error kind (`db_refused`), `http_<status>` for a non-200
+/// answer without poolscope's error body, or the transport failure
+/// (`client_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Failure {
+    Kind(ErrorKind),
+    Status(u16),
+    Transport(TransportError),
+}
+
+impl Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Failure::Kind(kind) => kind.serialize(s),
+            Failure::Status(status) => s.collect_str(&format_args!("http_{status}")),
+            Failure::Transport(e) => e.serialize(s),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => Err(std::fmt::Error),
+        }
+    }
+}
+
 /// The parts of an answer the summary needs.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -24,8 +74,8 @@ pub struct Reply {
     /// `error` from a JSON error body (`pool_timeout`, `db_refused`, …);
     /// `None` for a 200, or a body that is not poolscope's.
     pub error_kind: Option<ErrorKind>,
-    /// `pool;dur=` from `Server-Timing`.
-    pub pool_wait_ms: Option<f64>,
+    /// Where the time went, by the server's account (200s only).
+    pub timing: Option<ServerTiming>,
     /// `X-Replica`: which replica answered, behind a load balancer.
     pub replica: Option<String>,
 }
@@ -36,11 +86,11 @@ impl Reply {
             .then(|| serde_json::from_slice::<ErrorBody>(&answer.body).ok())
             .flatten()
             .map(|body| body.error);
-        let pool_wait_ms = answer
+        let timing = answer
             .headers
-            .get("server-timing")
+            .get(ServerTiming::HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(server_timing_pool_ms);
+            .and_then(ServerTiming::parse);
         let replica = answer
             .headers
             .get("x-replica")
@@ -49,23 +99,10 @@ impl Reply {
         Reply {
             status: answer.status,
             error_kind,
-            pool_wait_ms,
+            timing,
             replica,
         }
     }
-}
-
-/// `pool;dur=12.3` from a `Server-Timing` value, in ms.
-pub fn server_timing_pool_ms(value: &str) -> Option<f64> {
-    value
-        .split(',')
-        .map(str::trim)
-        .find(|metric| metric.starts_with("pool;"))?
-        .split("dur=")
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()
 }
 
 pub struct Run {
@@ -135,20 +172,39 @@ pub async fn fire(target: &Target, n: usize, timeout: Duration, mode: &impl Watc
 
 #[cfg(test)]
 mod tests {
-    use super::server_timing_pool_ms;
+    use super::*;
+
+    fn reply(status: u16, error_kind: Option<ErrorKind>) -> Result<Reply, TransportError> {
+        Ok(Reply {
+            status,
+            error_kind,
+            timing: None,
+            replica: None,
+        })
+    }
 
     #[test]
-    fn the_pool_wait_is_read_from_server_timing() {
+    fn failures_are_named_by_kind_status_or_transport() {
+        let named = |result| Outcome { at: 1.0, result }.failure().map(|f| f.to_string());
+        assert_eq!(named(reply(200, None)), None);
         assert_eq!(
-            server_timing_pool_ms("pool;dur=0.3, pooler;dur=0.3, db;dur=202.0"),
-            Some(0.3)
+            named(reply(503, Some(ErrorKind::DbRefused))).as_deref(),
+            Some("db_refused")
         );
+        assert_eq!(named(reply(502, None)).as_deref(), Some("http_502"));
         assert_eq!(
-            server_timing_pool_ms("db;dur=5, pool;dur=4999.5"),
-            Some(4999.5)
+            named(Err(TransportError::ClientTimeout)).as_deref(),
+            Some("client_timeout")
         );
-        assert_eq!(server_timing_pool_ms("db;dur=5"), None);
-        assert_eq!(server_timing_pool_ms("pool;desc=x"), None);
-        assert_eq!(server_timing_pool_ms("pool;dur=abc"), None);
+        // And as keys of the JSON report's `errors`.
+        let counts = std::collections::BTreeMap::from([
+            (Failure::Kind(ErrorKind::PoolTimeout), 3),
+            (Failure::Status(502), 1),
+            (Failure::Transport(TransportError::ConnectRefused), 2),
+        ]);
+        assert_eq!(
+            serde_json::to_value(&counts).unwrap(),
+            serde_json::json!({"pool_timeout": 3, "http_502": 1, "connect_refused": 2})
+        );
     }
 }

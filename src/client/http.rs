@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderMap, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -97,36 +98,28 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Why no answer came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Why no answer came. Serialised (the summary's and the JSON report's
+/// kind names) as `connect_refused`, `client_timeout`, …
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TransportError {
     ConnectRefused,
     ConnectFailed,
-    Timeout,
-    Reset,
-    Protocol,
+    /// The client's `--timeout` ran out.
+    ClientTimeout,
+    ConnectionReset,
+    ProtocolError,
 }
 
 impl TransportError {
-    /// Kind name used in the summary and the JSON report.
-    pub fn kind(self) -> &'static str {
-        match self {
-            TransportError::ConnectRefused => "connect_refused",
-            TransportError::ConnectFailed => "connect_failed",
-            TransportError::Timeout => "client_timeout",
-            TransportError::Reset => "connection_reset",
-            TransportError::Protocol => "protocol_error",
-        }
-    }
-
     /// Words for the per-response line, e.g. `[ERR connect refused]`.
     pub fn words(self) -> &'static str {
         match self {
             TransportError::ConnectRefused => "connect refused",
             TransportError::ConnectFailed => "connect failed",
-            TransportError::Timeout => "timeout",
-            TransportError::Reset => "connection reset",
-            TransportError::Protocol => "protocol error",
+            TransportError::ClientTimeout => "timeout",
+            TransportError::ConnectionReset => "connection reset",
+            TransportError::ProtocolError => "protocol error",
         }
     }
 }
@@ -141,7 +134,7 @@ impl std::fmt::Display for TransportError {
 pub async fn get(target: &Target, timeout: Duration) -> Result<Answer, TransportError> {
     match tokio::time::timeout(timeout, get_inner(target)).await {
         Ok(result) => result,
-        Err(_) => Err(TransportError::Timeout),
+        Err(_) => Err(TransportError::ClientTimeout),
     }
 }
 
@@ -157,7 +150,7 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|_| TransportError::Protocol)?;
+        .map_err(|_| TransportError::ProtocolError)?;
     // The connection is driven by its own task; abort it however this future
     // ends (answer, error, or dropped by the caller's timeout) so that giving
     // up really closes the socket.
@@ -165,7 +158,7 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
     let request = Request::get(target.path_and_query.as_str())
         .header(HOST, target.authority.as_str())
         .body(Empty::<Bytes>::new())
-        .map_err(|_| TransportError::Protocol)?;
+        .map_err(|_| TransportError::ProtocolError)?;
     let result = async {
         let resp = sender
             .send_request(request)
@@ -185,8 +178,8 @@ async fn get_inner(target: &Target) -> Result<Answer, TransportError> {
 
 fn classify(e: &hyper::Error) -> TransportError {
     if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        TransportError::Reset
+        TransportError::ConnectionReset
     } else {
-        TransportError::Protocol
+        TransportError::ProtocolError
     }
 }

@@ -10,6 +10,7 @@ pub mod limits;
 pub mod picture;
 pub mod render;
 pub mod summary;
+pub mod verdict;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -49,8 +49,7 @@ pub fn html(report: &Report, outcomes: &[Outcome]) -> String {
         .as_ref()
         .map(|e| {
             e.prediction
-                .waves
-                .iter()
+                .expected_waves()
                 .map(|w| (w.size, w.at_s))
                 .collect()
         })
@@ -154,7 +153,7 @@ pub fn html(report: &Report, outcomes: &[Outcome]) -> String {
 
     let verdict = report.expectation.as_ref().map_or(
         "no expectation (the server's /pool could not be read)".to_owned(),
-        |e| e.verdict.clone(),
+        |e| e.verdict.to_string(),
     );
     format!(
         r##"<!doctype html>

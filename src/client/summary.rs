@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::contract::ErrorKind;
 use serde::Serialize;
 
-use super::burst::{Outcome, Run};
-use super::expect::{compare, predict, Layer, Observed, Plan, Prediction};
+use super::burst::{Failure, Outcome, Run};
+use super::expect::{predict, Layer, Plan, Prediction};
 use super::http::{self, Target};
-use crate::contract::PoolReport;
+use super::verdict::{compare, Observed, Served, Verdict};
+use crate::contract::{ErrorKind, PoolReport};
 
 /// What the server's `GET /pool` said before the burst.
 #[derive(Debug, Clone, Serialize)]
@@ -100,9 +100,19 @@ pub struct Expectation {
     pub seconds: f64,
     #[serde(flatten)]
     pub prediction: Prediction,
-    /// `matches`, or `differs: ` and the first difference.
-    pub verdict: String,
-    pub matches: bool,
+    /// `verdict`: `matches`, or `differs: ` and the first difference;
+    /// `matches`: whether it matches.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The answers of one kind that were not served, for the summary's list.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub failure: Failure,
+    pub count: usize,
+    pub first_s: f64,
+    pub last_s: f64,
 }
 
 /// The machine-readable report (`--json`); field names are stable.
@@ -116,13 +126,21 @@ pub struct Report {
     pub interrupted: bool,
     pub total_seconds: f64,
     pub sleep_seconds: Option<f64>,
-    pub statuses: BTreeMap<String, usize>,
-    pub errors: BTreeMap<String, usize>,
+    pub statuses: BTreeMap<u16, usize>,
+    pub errors: BTreeMap<Failure, usize>,
     /// Answers by the replica that gave them (`X-Replica`).
     pub replicas: BTreeMap<String, usize>,
     pub latency_ms: Option<Latency>,
     pub wave_gap_s: f64,
+    /// Every answer (any status) grouped by completion time.
     pub waves: Vec<Wave>,
+    /// The summary's list: the served answers' waves (what the verdict
+    /// compares with the predicted ones) …
+    #[serde(skip)]
+    pub served_waves: Vec<Wave>,
+    /// … and the other answers and failures, by kind.
+    #[serde(skip)]
+    pub failed: Vec<Failed>,
     pub expectation: Option<Expectation>,
 }
 
@@ -138,23 +156,19 @@ impl Report {
         let mut errors = BTreeMap::new();
         let mut replicas = BTreeMap::new();
         for o in &run.outcomes {
-            match &o.result {
-                Ok(reply) => {
-                    if let Some(r) = &reply.replica {
-                        *replicas.entry(r.clone()).or_insert(0) += 1;
-                    }
-                    *statuses.entry(reply.status.to_string()).or_insert(0) += 1;
-                    if let Some(kind) = reply.error_kind {
-                        *errors.entry(kind.to_string()).or_insert(0) += 1;
-                    } else if reply.status != 200 {
-                        *errors.entry(format!("http_{}", reply.status)).or_insert(0) += 1;
-                    }
+            if let Ok(reply) = &o.result {
+                if let Some(r) = &reply.replica {
+                    *replicas.entry(r.clone()).or_insert(0) += 1;
                 }
-                Err(e) => *errors.entry(e.kind().to_owned()).or_insert(0) += 1,
+                *statuses.entry(reply.status).or_insert(0) += 1;
+            }
+            if let Some(failure) = o.failure() {
+                *errors.entry(failure).or_insert(0) += 1;
             }
         }
         let gap = wave_gap(sleep);
         let waves = group_waves(&run.outcomes, gap);
+        let served_waves = group(run.outcomes.iter().filter(|o| o.is_served()), gap);
         let mut report = Report {
             requests: n,
             url: target.url.to_string(),
@@ -169,6 +183,8 @@ impl Report {
             latency_ms: latency(&run.outcomes),
             wave_gap_s: gap,
             waves,
+            served_waves,
+            failed: failed(&run.outcomes),
             expectation: None,
         };
         report.expectation =
@@ -197,24 +213,26 @@ fn split_at_gaps(mut items: Vec<&Outcome>, gap: f64) -> Vec<Vec<&Outcome>> {
     groups
 }
 
-fn is_ok(o: &Outcome) -> bool {
-    matches!(&o.result, Ok(r) if r.status == 200)
-}
-
 /// Groups answered requests (any HTTP status) by completion time; transport
 /// failures are not answers and stay out of the waves.
 pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
-    let answered = outcomes.iter().filter(|o| o.result.is_ok()).collect();
-    split_at_gaps(answered, gap)
+    group(outcomes.iter().filter(|o| o.result.is_ok()), gap)
+}
+
+/// Groups by completion time; each wave's pool wait is the median the
+/// server reported for it.
+fn group<'a>(outcomes: impl Iterator<Item = &'a Outcome>, gap: f64) -> Vec<Wave> {
+    split_at_gaps(outcomes.collect(), gap)
         .into_iter()
         .map(|w| {
             let mut waits: Vec<f64> = w
                 .iter()
-                .filter_map(|o| o.result.as_ref().ok()?.pool_wait_ms)
+                .filter_map(|o| o.result.as_ref().ok()?.timing)
+                .map(|t| t.pool.as_secs_f64() * 1000.0)
                 .collect();
             Wave {
                 size: w.len(),
-                ok: w.iter().filter(|o| is_ok(o)).count(),
+                ok: w.iter().filter(|o| o.is_served()).count(),
                 first_s: w[0].at,
                 last_s: w[w.len() - 1].at,
                 median_pool_wait_ms: median(&mut waits),
@@ -223,41 +241,61 @@ pub fn group_waves(outcomes: &[Outcome], gap: f64) -> Vec<Wave> {
         .collect()
 }
 
-/// The run as the verdict sees it: served waves (200s only), refusals and
-/// timeouts with their times, anything else by kind.
+/// The answers not served, by kind, in order of their first.
+fn failed(outcomes: &[Outcome]) -> Vec<Failed> {
+    let mut by_kind: BTreeMap<Failure, Failed> = BTreeMap::new();
+    for o in outcomes {
+        let Some(failure) = o.failure() else {
+            continue;
+        };
+        let f = by_kind.entry(failure).or_insert(Failed {
+            failure,
+            count: 0,
+            first_s: o.at,
+            last_s: o.at,
+        });
+        f.count += 1;
+        f.first_s = f.first_s.min(o.at);
+        f.last_s = f.last_s.max(o.at);
+    }
+    let mut failed: Vec<Failed> = by_kind.into_values().collect();
+    failed.sort_by(|a, b| a.first_s.total_cmp(&b.first_s));
+    failed
+}
+
+/// The run as the verdict sees it: served waves (200s only) with the
+/// server's timings, refusals and timeouts with their times, anything else
+/// by kind.
 fn observe(report: &Report, outcomes: &[Outcome], gap: f64) -> Observed {
-    let served = split_at_gaps(outcomes.iter().filter(|o| is_ok(o)).collect(), gap);
-    let times = |kind: ErrorKind| -> Vec<f64> {
+    let served = split_at_gaps(outcomes.iter().filter(|o| o.is_served()).collect(), gap);
+    let times = |wanted: fn(ErrorKind) -> bool| -> Vec<f64> {
         outcomes
             .iter()
-            .filter(|o| matches!(&o.result, Ok(r) if r.error_kind == Some(kind)))
+            .filter(|o| matches!(o.failure(), Some(Failure::Kind(k)) if wanted(k)))
             .map(|o| o.at)
             .collect()
     };
+    let predicted =
+        |f: &Failure| matches!(f, Failure::Kind(k) if *k == ErrorKind::DbRefused || k.is_timeout());
     Observed {
         served_waves: served
             .iter()
-            .map(|w| (w.len() as u64, w[0].at, w[w.len() - 1].at))
+            .map(|w| {
+                w.iter()
+                    .map(|o| Served {
+                        at: o.at,
+                        timing: o.result.as_ref().ok().and_then(|r| r.timing),
+                    })
+                    .collect()
+            })
             .collect(),
-        refused_at: times(ErrorKind::DbRefused),
-        timeouts_at: [
-            times(ErrorKind::PoolTimeout),
-            times(ErrorKind::PoolerTimeout),
-        ]
-        .concat(),
+        refused_at: times(|k| k == ErrorKind::DbRefused),
+        timeouts_at: times(ErrorKind::is_timeout),
         other: report
             .errors
             .iter()
-            .filter(|(k, _)| {
-                ![
-                    ErrorKind::DbRefused,
-                    ErrorKind::PoolTimeout,
-                    ErrorKind::PoolerTimeout,
-                ]
-                .iter()
-                .any(|known| known.as_str() == k.as_str())
-            })
-            .map(|(k, v)| (k.clone(), *v as u64))
+            .filter(|(f, _)| !predicted(f))
+            .map(|(f, n)| (*f, *n as u64))
             .collect(),
         interrupted: report
             .interrupted
@@ -298,9 +336,11 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         limited_by: Layer::AppPool,
         refuses_excess: false,
     });
-    let budget = Plan {
+    let plan = Plan {
         requests: report.requests as u64,
         sleep_s: sleep,
+        replicas: s.replicas,
+        pool_max: s.pool_max,
         concurrency: u64::from(topology.concurrency).max(1),
         refuses_excess: topology.refuses_excess,
         limited_by: topology.limited_by,
@@ -308,10 +348,10 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         // A query_wait_timeout of 0 means "wait for ever".
         pooler_timeout_s: s.pooler_timeout_s.filter(|t| *t > 0.0),
     };
-    let prediction = predict(&budget);
+    let prediction = predict(&plan);
     let observed = observe(report, outcomes, report.wave_gap_s);
-    let verdict = compare(&prediction, &budget, &observed);
-    let last_wave = prediction.waves.last().map_or(0.0, |w| w.at_s);
+    let verdict = compare(&prediction, &plan, &observed);
+    let last_wave = prediction.expected_waves().last().map_or(0.0, |w| w.at_s);
     let seconds = if prediction.timeouts_max > 0 {
         last_wave.max(s.pool_timeout_s)
     } else {
@@ -327,14 +367,10 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         replicas: s.replicas,
         pooler_pool: s.pooler_pool,
         concurrency: prediction.concurrency,
-        waves: prediction.waves.len() as u64,
+        waves: prediction.expected_waves().count() as u64,
         seconds,
-        matches: verdict.is_ok(),
-        verdict: match verdict {
-            Ok(()) => format!("matches (limited by {})", budget.limited_by.phrase()),
-            Err(why) => format!("differs: {why}"),
-        },
         prediction,
+        verdict,
     }
 }
 
@@ -343,6 +379,7 @@ mod tests {
     use super::*;
     use crate::client::burst::Reply;
     use crate::client::http::TransportError;
+    use crate::contract::ServerTiming;
 
     fn answer(at: f64, status: u16, pool_wait_ms: Option<f64>) -> Outcome {
         Outcome {
@@ -350,7 +387,11 @@ mod tests {
             result: Ok(Reply {
                 status,
                 error_kind: None,
-                pool_wait_ms,
+                timing: pool_wait_ms.map(|ms| ServerTiming {
+                    pool: Duration::from_secs_f64(ms / 1000.0),
+                    pooler: None,
+                    db: Duration::from_secs(5),
+                }),
                 replica: None,
             }),
         }
@@ -358,13 +399,13 @@ mod tests {
 
     #[test]
     fn answers_group_into_waves_at_gaps_and_failures_stay_out() {
-        let outcomes = vec![
+        let outcomes = [
             answer(10.02, 200, Some(5000.0)),
             answer(5.01, 200, Some(1.0)),
             answer(5.03, 503, None),
             Outcome {
                 at: 7.0,
-                result: Err(TransportError::Reset),
+                result: Err(TransportError::ConnectionReset),
             },
             answer(5.02, 200, Some(3.0)),
             answer(10.01, 200, Some(4990.0)),

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::disconnect::ClientGone;
 use super::error::ApiError;
 use super::AppState;
+use crate::contract::ServerTiming;
 use crate::db::errors::DbError;
 use crate::db::todos::{self, Model};
 use crate::settings::{parse_seconds, DemoSettings};
@@ -82,13 +83,13 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
     let mut resp = Response::builder()
         .content_type("application/json")
         .header(
-            "Server-Timing",
-            format!(
-                "pool;dur={:.1}, pooler;dur={:.1}, db;dur={:.1}",
-                ms(pool_wait),
-                ms(slept.before_start),
-                ms(slept.db_time - slept.before_start)
-            ),
+            ServerTiming::HEADER,
+            ServerTiming {
+                pool: pool_wait,
+                pooler: Some(slept.before_start),
+                db: slept.db_time.saturating_sub(slept.before_start),
+            }
+            .to_string(),
         )
         .body(body);
     if let Some(pid) = slept.backend_pid {
@@ -101,10 +102,6 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
         db_time: Some(slept.db_time),
     });
     Ok(resp)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// `seconds` from the query string: absent → `SLEEP_SECONDS`; present, it must

@@ -1,5 +1,7 @@
 //! `poolscope client` against the real service: the original's line formats,
-//! wave grouping, error grouping, the JSON report and bad arguments.
+//! wave grouping, error grouping, the JSON report and bad arguments. The
+//! expectation and the verdict themselves are unit-tested with made-up runs
+//! (`src/client/expect.rs`, `src/client/verdict.rs`).
 
 use std::process::{Command, Output};
 
@@ -124,7 +126,20 @@ async fn json_report_has_the_documented_fields() {
         (Some(3), Some(2))
     );
     assert_eq!(e["matches"], true, "{r}");
+    assert_eq!(e["verdict"], "matches (limited by the app pool)", "{r}");
     assert_eq!(e["limited_by"], "app pool", "{r}");
+    assert_eq!(e["refused"], 0, "{r}");
+    assert_eq!(e["depends_on_balance"], false, "{r}");
+    let predicted: Vec<(u64, u64, u64)> = e["predicted_waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let n = |k: &str| w[k].as_u64().unwrap();
+            (n("size"), n("size_min"), n("size_max"))
+        })
+        .collect();
+    assert_eq!(predicted, [(3, 3, 3), (3, 3, 3)], "{r}");
     assert!(r["total_seconds"].as_f64().unwrap() >= 2.0);
 }
 
@@ -156,6 +171,22 @@ async fn groups_pool_timeouts_and_explains_them() {
         "{r}"
     );
     assert_eq!(e["matches"], true, "{r}");
+
+    // The summary numbers the served waves as the expectation counts them;
+    // the timeouts are a line of their own, not a wave.
+    let out = client(&["4", "--seconds", "1"], &app.url("/test/postgres/")).await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("→ 1 at once → 1 wave of 1 at 1 s; 3 × pool_timeout at 0.5 s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    wave 1:     1 answer  at"), "{stdout}");
+    assert!(
+        stdout.contains("    pool_timeout:     3 answers at"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("wave 2"), "{stdout}");
+    assert!(stdout.contains("verdict:  matches"), "{stdout}");
 }
 
 #[tokio::test]

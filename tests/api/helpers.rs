@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use poolscope::contract::ServerTiming;
 use poolscope::settings::Settings;
 use poolscope::startup::Application;
 
@@ -374,11 +375,14 @@ pub fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
     answer.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Where the answer's time went, as the server reported it.
+pub fn server_timing(answer: &Answer) -> Option<ServerTiming> {
+    ServerTiming::parse(header(answer, ServerTiming::HEADER)?)
+}
+
 /// The pool wait the server reported in `Server-Timing`, in ms.
 pub fn pool_wait_ms(answer: &Answer) -> Option<f64> {
-    let timing = header(answer, "server-timing")?;
-    let pool = timing.split(',').find(|p| p.trim().starts_with("pool;"))?;
-    pool.split("dur=").nth(1)?.trim().parse().ok()
+    Some(server_timing(answer)?.pool.as_secs_f64() * 1000.0)
 }
 
 fn init_test_tracing() {
