@@ -4,9 +4,11 @@
 #
 # It runs in a scratch copy of the working tree (no target/, .git or .env) under
 # a project name of its own, and always ends with `docker compose down -v`.
-# When no registry can be reached, the public base images are replaced by local
-# stand-ins through POSTGRES_IMAGE / RUST_IMAGE / RUNTIME_IMAGE / HAPROXY_IMAGE /
-# TRIXIE_IMAGE / PROMETHEUS_IMAGE; nothing else differs from a user's run.
+# It needs a working `docker` with Compose v2. Images come from where Compose
+# takes them: the public ones, or whatever the caller names in POSTGRES_IMAGE /
+# RUST_IMAGE / RUNTIME_IMAGE / HAPROXY_IMAGE / TRIXIE_IMAGE / PROMETHEUS_IMAGE /
+# JAEGER_IMAGE / GRAFANA_IMAGE (e.g. local stand-ins where no registry can be
+# reached: .ci/run prepares those); nothing else differs from a user's run.
 #
 # Besides the two scenarios it checks the stack's reliability and security
 # (issue 6; each prints a `measured:` line): db restart under load, graceful
@@ -14,15 +16,11 @@
 # container posture, the db port on loopback only and no `trust` in pg_hba.
 #
 # Usage: scripts/e2e-compose.sh     (exit 0 = every check passed)
-# Env:   POOLSCOPE_SHARED  folder with scripts/install-docker.sh and
-#                          scripts/standin-images.sh (default: ../shared)
+# Env:   *_IMAGE           the images above (default: Compose's defaults)
 #        E2E_KEEP=1        leave the stack and scratch copy up on failure
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-shared=${POOLSCOPE_SHARED:-$repo/../shared}
-# A CI checkout may live elsewhere; this workplace keeps the shared scripts here.
-[ -d "$shared/scripts" ] || shared=/work/shared
 t0=$SECONDS
 
 step() { printf '\n== [%4ds] %s\n' "$((SECONDS - t0))" "$*"; }
@@ -33,47 +31,29 @@ die() { printf '   FAIL: %s\n' "$*" >&2; exit 1; }
 
 # Compose reads the shell environment before .env: drop every knob the caller
 # (e.g. a CI job) may have exported, so the .env files below are what counts.
+# The *_IMAGE variables stay: they are how the caller names the images.
 unset DATABASE_URL DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_OVERFLOW_IDLE_TIMEOUT \
   DB_POOL_RECYCLE DB_CONNECT_TIMEOUT DB_STATEMENT_TIMEOUT SLEEP_SECONDS SLEEP_MAX APP_HOST \
   APP_PORT MAX_IN_FLIGHT SHUTDOWN_GRACE POSTGRES_MAX_CONNECTIONS POSTGRES_PASSWORD \
   POOLSCOPE_DB_PASSWORD POSTGRES_PORT RUST_LOG LOG_FORMAT OTEL_EXPORTER_OTLP_ENDPOINT \
   OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_PROTOCOL TARGET_URL COMPOSE_FILE COMPOSE_PROFILES \
-  COMPOSE_PROJECT_NAME JAEGER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE APP_REPLICAS REPLICA_NAME \
+  COMPOSE_PROJECT_NAME APP_REPLICAS REPLICA_NAME \
   MONITOR_DATABASE_URL PGBOUNCER_ADMIN_URL PGBOUNCER_POOL_MODE PGBOUNCER_DEFAULT_POOL_SIZE \
   PGBOUNCER_MAX_CLIENT_CONN PGBOUNCER_RESERVE_POOL_SIZE PGBOUNCER_QUERY_WAIT_TIMEOUT
 
 # ---------------------------------------------------------------------------
 step "docker engine and compose v2"
-if ! docker info >/dev/null 2>&1 || ! docker compose version >/dev/null 2>&1; then
-  [ -f "$shared/scripts/install-docker.sh" ] || die "no working docker and no $shared/scripts/install-docker.sh"
-  timeout 900 bash "$shared/scripts/install-docker.sh" || die "install-docker.sh failed"
-fi
+docker info >/dev/null 2>&1 || die "no working docker engine (install Docker first)"
+docker compose version >/dev/null 2>&1 || die "no docker compose v2 (install the Compose plugin first)"
 pass "$(docker compose version | head -n 1), engine $(docker version --format '{{.Server.Version}}')"
 
-# ---------------------------------------------------------------------------
-step "base images"
-if [ -n "${POSTGRES_IMAGE:-}${RUST_IMAGE:-}${RUNTIME_IMAGE:-}" ]; then
-  note "given by the caller's environment"
-elif timeout 60 docker pull -q postgres:17 >/dev/null 2>&1; then
-  note "registry reachable: the public images (postgres:17, rust:1.95-slim-bookworm, debian:bookworm-slim)"
-else
-  note "no registry: building/using the local stand-ins"
-  [ -f "$shared/scripts/standin-images.sh" ] || die "no $shared/scripts/standin-images.sh"
-  # Another copy may be running already (a machine set-up step): let it finish.
-  for _ in $(seq 1 120); do pgrep -f standin-images.sh >/dev/null || break; sleep 5; done
-  # PostgreSQL 17, as users get it from postgres:17; HAProxy and Debian 13
-  # (PgBouncer's base) for the replicas and pooler scenarios.
-  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 haproxy trixie prometheus || die "standin-images.sh failed"
-  export POSTGRES_IMAGE=poolscope-standin/postgres:17
-  export HAPROXY_IMAGE=poolscope-standin/haproxy:3.0
-  export TRIXIE_IMAGE=poolscope-standin/debian:trixie-slim
-  # Prometheus 2.x from Debian, laid out like prom/prometheus (Jaeger and
-  # Grafana have no stand-in: their services stay config-checked only).
-  export PROMETHEUS_IMAGE=poolscope-standin/prometheus:v2
-  export RUST_IMAGE=poolscope-standin/rust:bookworm
-  export RUNTIME_IMAGE=poolscope-standin/debian:bookworm-slim
-fi
-pass "POSTGRES_IMAGE=${POSTGRES_IMAGE:-default} RUST_IMAGE=${RUST_IMAGE:-default} RUNTIME_IMAGE=${RUNTIME_IMAGE:-default}"
+step "images"
+given=""
+for v in POSTGRES_IMAGE RUST_IMAGE RUNTIME_IMAGE HAPROXY_IMAGE TRIXIE_IMAGE PROMETHEUS_IMAGE JAEGER_IMAGE GRAFANA_IMAGE; do
+  [ -z "${!v:-}" ] || given="$given $v=${!v}"
+done
+[ -n "$given" ] || given=" none set: the compose files' defaults"
+pass "images:$given"
 
 # ---------------------------------------------------------------------------
 step "scratch copy of the working tree"
@@ -395,7 +375,7 @@ sed 's/^/   /' "$work/obs.txt"
 version=$(python3 -c 'import json, urllib.request; print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/status/buildinfo", timeout=5))["data"]["version"])')
 timeout 60 docker compose --profile observability rm -sf prometheus >/dev/null 2>&1 || true
 pass "Prometheus $version: target up; all $(grep -c '^ok' "$work/obs.txt") dashboard queries returned data after client 30"
-measured "Prometheus $version (stand-in for prom/prometheus), 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
+measured "Prometheus $version, 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
 
 # ---------------------------------------------------------------------------
 step "reliability: docker compose restart db under load (client 20 --seconds 5; issue 6.3)"
