@@ -11,7 +11,7 @@
 # reached: .ci/run prepares those); nothing else differs from a user's run.
 #
 # Besides the two scenarios it checks the stack's reliability and security
-# (issue 6; each prints a `measured:` line): db restart under load, graceful
+# (each prints a `measured:` line): db restart under load, graceful
 # `stop app`, no password in `docker inspect`, a non-superuser role, the app's
 # container posture, the db port on loopback only and no `trust` in pg_hba.
 #
@@ -178,7 +178,7 @@ for s in db app jaeger prometheus grafana; do
 done
 COMPOSE_FILE=docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml docker compose --profile tools config -q \
   || die "compose file invalid with the replicas and pgbouncer overlays"
-# The images built here are never pulled (issue 14.11): with Compose's default
+# The images built here are never pulled: with Compose's default
 # policy a first `up` asks a registry for poolscope:local and prints a warning.
 policies=$(COMPOSE_FILE=docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml \
   docker compose --profile tools config --format json | python3 -c '
@@ -217,7 +217,7 @@ timeout 300 docker compose up -d --wait || die "stack did not become healthy"
 readyz || die "GET /healthz, /readyz on 127.0.0.1:$app_port (login with the special password?)"
 pass "up; /readyz 200: the service logged in with POOLSCOPE_DB_PASSWORD=$e2e_pw"
 
-step "security: no password in docker inspect (issue 6.8)"
+step "security: no password in docker inspect"
 found=""
 # Every container of the stack, one-shot ones included: only these two.
 all=$(docker compose ps -a --format '{{.Service}}' | sort | tr '\n' ' ')
@@ -234,13 +234,13 @@ url=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$app_id" | 
 pass "neither password appears in docker inspect; app $url + DATABASE_PASSWORD_FILE"
 measured "passwords of ${#e2e_pw} and ${#e2e_su_pw} characters with @ # % : / - lines in docker inspect:$found; the app logs in with it (/readyz 200)"
 
-step "security: the service's role is not a superuser (issue 6.8)"
+step "security: the service's role is not a superuser"
 sup=$(db_sql "select rolsuper from pg_roles where rolname = 'poolscope'")
 [ "$sup" = f ] || die "role poolscope missing or a superuser ($sup)"
 pass "role poolscope: rolsuper = f"
 measured "pg_roles.rolsuper of poolscope = false"
 
-step "security: container posture of app (issue 6.9)"
+step "security: container posture of app"
 read -r user ro secopt capdrop capadd < <(docker inspect -f \
   '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}}' "$app_id")
 pid1_uid=$(docker top "$app_id" -eo pid,uid | awk 'NR == 2 {print $2}')
@@ -254,7 +254,7 @@ if docker compose exec -T app touch /probe 2>/dev/null; then die "the app could 
 pass "User $user (process uid $pid1_uid), read-only root (touch / refused), $secopt, CapDrop $capdrop"
 measured "User=$user, process uid $pid1_uid, ReadonlyRootfs=$ro, SecurityOpt=$secopt, CapDrop=$capdrop, CapAdd=$capadd"
 
-step "security: ports on loopback only, no trust authentication (issue 6.9)"
+step "security: ports on loopback only, no trust authentication"
 for svc_port in "db 5432" "app $app_port"; do
   set -- $svc_port
   binds=$(docker inspect -f "{{json (index .NetworkSettings.Ports \"$2/tcp\")}}" "$(docker compose ps -q "$1")")
@@ -278,7 +278,7 @@ measured "db port bound to $db_pub (app to 127.0.0.1:$app_port); listeners at :$
 # ---------------------------------------------------------------------------
 step "scenario 1: docker compose run client 30"
 # Compose's progress lines (stderr) must name db and app only: no one-shot
-# container runs again before the client (issue 14.12).
+# container runs again before the client.
 rc=0
 timeout 300 docker compose run --rm -T client 30 >"$work/s1.txt" 2>"$work/s1.err" || rc=$?
 [ "$rc" = 0 ] || { cat "$work/s1.err" >&2; die "docker compose run client 30 exited $rc"; }
@@ -376,7 +376,7 @@ pass "Prometheus $version: target up; all $(grep -c '^ok' "$work/obs.txt") dashb
 measured "Prometheus $version, 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
 
 # ---------------------------------------------------------------------------
-step "reliability: docker compose restart db under load (client 20 --seconds 5; issue 6.3)"
+step "reliability: docker compose restart db under load (client 20 --seconds 5)"
 # `-t 1` bounds the stop: the official image's postgres (PID 1) does a fast
 # shutdown on SIGINT at once; the local stand-in's PID 1 (runuser) ignores
 # SIGINT, so it would hang the default 10 s before SIGKILL.
@@ -563,7 +563,7 @@ done
 pass "service backends in pg_stat_activity: $n <= DB_POOL_SIZE 30"
 
 # ---------------------------------------------------------------------------
-step "docker compose stop app (graceful SIGTERM, exit code 0; issue 6.6)"
+step "docker compose stop app (graceful SIGTERM, exit code 0)"
 app_id=$(docker compose ps -q app)
 s=$(date +%s.%N)
 timeout 90 docker compose stop app || die "docker compose stop app failed"

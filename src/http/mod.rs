@@ -1,5 +1,5 @@
-//! The HTTP API (see SPEC.md "HTTP API"): routes, shared state, the access
-//! log, and JSON answers for unknown routes and wrong methods.
+//! The HTTP API (the README's "Routes" lists it): routes, shared state, the
+//! access log, and JSON answers for unknown routes and wrong methods.
 
 pub mod demo;
 pub mod disconnect;
