@@ -441,8 +441,8 @@ async fn wrong_method_is_a_json_405() {
 
 /// The pool grows while the service is busy: every new connection's login
 /// (SCRAM, ~820 yields inside sqlx) must not wait behind the busy workers.
-/// Before logins ran off the workers, requests here waited 2–3 s for each
-/// new connection although the database accepted it in ~50 ms.
+/// A login run on them takes 2–3 s here, although the database accepts the
+/// connection in ~50 ms, and every request waiting for it waits with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_grows_under_load_without_stalling_requests() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "8")]).await;
