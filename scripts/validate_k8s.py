@@ -281,14 +281,20 @@ class Stack:
         c = self.configmaps.get(name) or {}
         return set((c.get("data") or {}).keys()) | set((c.get("binaryData") or {}).keys())
 
+    def volume_sources(self, vol):
+        """For each Secret or ConfigMap the volume projects: its kind, name,
+        whether it is defined here, its keys, and the items the volume picks."""
+        for field, kind, name_field, defined, keys in (
+                ("secret", "Secret", "secretName", self.secrets, self.secret_keys),
+                ("configMap", "ConfigMap", "name", self.configmaps, self.cm_keys)):
+            if field in vol:
+                ref = vol[field].get(name_field)
+                yield kind, ref, ref in defined, keys(ref), vol[field].get("items")
+
     def volume_files(self, vol):
         """Relative paths a secret/configMap volume provides, or None when not one."""
-        for src, keys in (("secret", self.secret_keys), ("configMap", self.cm_keys)):
-            if src in vol:
-                v = vol[src]
-                ref = v.get("secretName") if src == "secret" else v.get("name")
-                items = v.get("items")
-                return {i["path"] for i in items} if items else keys(ref)
+        for _, _, _, keys, items in self.volume_sources(vol):
+            return {i["path"] for i in items} if items else keys
         return None
 
 
@@ -382,20 +388,12 @@ def references(s):
         vols = {v["name"]: v for v in pod.get("volumes") or []}
         claims = {t["metadata"]["name"] for t in (d.get("spec") or {}).get("volumeClaimTemplates") or []}
         for v in vols.values():
-            if "secret" in v:
-                ref = v["secret"].get("secretName")
-                if ref not in s.secrets:
-                    errs.append(f"{wname}: volume {v['name']}: no Secret {ref!r}")
-                for i in v["secret"].get("items") or []:
-                    if i["key"] not in s.secret_keys(ref):
-                        errs.append(f"{wname}: volume {v['name']}: Secret {ref} has no key {i['key']!r}")
-            if "configMap" in v:
-                ref = v["configMap"].get("name")
-                if ref not in s.configmaps:
-                    errs.append(f"{wname}: volume {v['name']}: no ConfigMap {ref!r}")
-                for i in v["configMap"].get("items") or []:
-                    if i["key"] not in s.cm_keys(ref):
-                        errs.append(f"{wname}: volume {v['name']}: ConfigMap {ref} has no key {i['key']!r}")
+            for kind, ref, defined, keys, items in s.volume_sources(v):
+                if not defined:
+                    errs.append(f"{wname}: volume {v['name']}: no {kind} {ref!r}")
+                for i in items or []:
+                    if i["key"] not in keys:
+                        errs.append(f"{wname}: volume {v['name']}: {kind} {ref} has no key {i['key']!r}")
         for c in containers(pod):
             mounts = {}
             for vm in c.get("volumeMounts") or []:
