@@ -306,6 +306,20 @@ impl TestApp {
     pub async fn wait_ready(&self, limit: Duration) {
         wait_for_status(&self.url("/readyz"), 200, limit).await;
     }
+
+    /// Polls `/pool` until its live `field` (`in_use`, `open`, …) is `value`.
+    pub async fn wait_for_live(&self, field: &str, value: u64, limit: Duration) -> Duration {
+        eventually(
+            &format!("/pool live.{field} = {value}"),
+            limit,
+            async || {
+                let pool = json(&self.get("/pool").await);
+                let live = &pool["live"];
+                (live[field] == value).then_some(()).ok_or(live.to_string())
+            },
+        )
+        .await
+    }
 }
 
 impl Drop for TestApp {

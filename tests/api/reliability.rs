@@ -366,13 +366,7 @@ async fn beyond_max_in_flight_is_an_immediate_503() {
     let url = app.url("/test/postgres/?seconds=1");
     let holders = spawn_gets(&url, 3);
     // The three hold their permits once they hold a connection each.
-    eventually("3 requests in flight", Duration::from_secs(5), async || {
-        let pool = crate::helpers::json(&app.get("/pool").await);
-        (pool["live"]["in_use"] == 3)
-            .then_some(())
-            .ok_or(pool.to_string())
-    })
-    .await;
+    app.wait_for_live("in_use", 3, Duration::from_secs(5)).await;
 
     let started = Instant::now();
     let answer = app.get("/test/postgres/?seconds=0").await;
@@ -498,11 +492,5 @@ async fn the_pool_grows_under_load_without_stalling_requests() {
     );
     // Once the load is gone the overflow is closed again (QueuePool); a
     // close takes a round trip, so allow a moment.
-    eventually("the overflow closed", Duration::from_secs(1), async || {
-        let pool = crate::helpers::json(&app.get("/pool").await);
-        (pool["live"]["open"] == 2)
-            .then_some(())
-            .ok_or(pool.to_string())
-    })
-    .await;
+    app.wait_for_live("open", 2, Duration::from_secs(1)).await;
 }
