@@ -34,8 +34,10 @@ FROM ${RUNTIME_IMAGE}
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=builder /out/poolscope /usr/local/bin/poolscope
 # A fixed non-root uid, so volume permissions and `docker exec` are predictable.
-RUN groupadd --system --gid 10001 poolscope \
- && useradd --system --uid 10001 --gid poolscope --no-create-home \
+# Not --system: system ids end at 999 and useradd warns about 10001 there.
+# --no-log-init: no lastlog/faillog entries for a user who never logs in.
+RUN groupadd --gid 10001 poolscope \
+ && useradd --no-log-init --uid 10001 --gid poolscope --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin poolscope
 USER 10001:10001
 # An empty working directory: the binary reads ./.env when present, and none

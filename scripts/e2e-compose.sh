@@ -4,25 +4,23 @@
 #
 # It runs in a scratch copy of the working tree (no target/, .git or .env) under
 # a project name of its own, and always ends with `docker compose down -v`.
-# When no registry can be reached, the public base images are replaced by local
-# stand-ins through POSTGRES_IMAGE / RUST_IMAGE / RUNTIME_IMAGE / HAPROXY_IMAGE /
-# TRIXIE_IMAGE / PROMETHEUS_IMAGE; nothing else differs from a user's run.
+# It needs a working `docker` with Compose v2. Images come from where Compose
+# takes them: the public ones, or whatever the caller names in POSTGRES_IMAGE /
+# RUST_IMAGE / RUNTIME_IMAGE / HAPROXY_IMAGE / TRIXIE_IMAGE / PROMETHEUS_IMAGE /
+# JAEGER_IMAGE / GRAFANA_IMAGE (e.g. local stand-ins where no registry can be
+# reached: .ci/run prepares those); nothing else differs from a user's run.
 #
 # Besides the two scenarios it checks the stack's reliability and security
-# (issue 6; each prints a `measured:` line): db restart under load, graceful
+# (each prints a `measured:` line): db restart under load, graceful
 # `stop app`, no password in `docker inspect`, a non-superuser role, the app's
 # container posture, the db port on loopback only and no `trust` in pg_hba.
 #
 # Usage: scripts/e2e-compose.sh     (exit 0 = every check passed)
-# Env:   POOLSCOPE_SHARED  folder with scripts/install-docker.sh and
-#                          scripts/standin-images.sh (default: ../shared)
+# Env:   *_IMAGE           the images above (default: Compose's defaults)
 #        E2E_KEEP=1        leave the stack and scratch copy up on failure
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-shared=${POOLSCOPE_SHARED:-$repo/../shared}
-# A CI checkout may live elsewhere; this workplace keeps the shared scripts here.
-[ -d "$shared/scripts" ] || shared=/work/shared
 t0=$SECONDS
 
 step() { printf '\n== [%4ds] %s\n' "$((SECONDS - t0))" "$*"; }
@@ -33,47 +31,29 @@ die() { printf '   FAIL: %s\n' "$*" >&2; exit 1; }
 
 # Compose reads the shell environment before .env: drop every knob the caller
 # (e.g. a CI job) may have exported, so the .env files below are what counts.
+# The *_IMAGE variables stay: they are how the caller names the images.
 unset DATABASE_URL DB_POOL_SIZE DB_MAX_OVERFLOW DB_POOL_TIMEOUT DB_OVERFLOW_IDLE_TIMEOUT \
   DB_POOL_RECYCLE DB_CONNECT_TIMEOUT DB_STATEMENT_TIMEOUT SLEEP_SECONDS SLEEP_MAX APP_HOST \
   APP_PORT MAX_IN_FLIGHT SHUTDOWN_GRACE POSTGRES_MAX_CONNECTIONS POSTGRES_PASSWORD \
   POOLSCOPE_DB_PASSWORD POSTGRES_PORT RUST_LOG LOG_FORMAT OTEL_EXPORTER_OTLP_ENDPOINT \
   OTEL_SERVICE_NAME OTEL_EXPORTER_OTLP_PROTOCOL TARGET_URL COMPOSE_FILE COMPOSE_PROFILES \
-  COMPOSE_PROJECT_NAME JAEGER_IMAGE PROMETHEUS_IMAGE GRAFANA_IMAGE APP_REPLICAS REPLICA_NAME \
+  COMPOSE_PROJECT_NAME APP_REPLICAS REPLICA_NAME \
   MONITOR_DATABASE_URL PGBOUNCER_ADMIN_URL PGBOUNCER_POOL_MODE PGBOUNCER_DEFAULT_POOL_SIZE \
   PGBOUNCER_MAX_CLIENT_CONN PGBOUNCER_RESERVE_POOL_SIZE PGBOUNCER_QUERY_WAIT_TIMEOUT
 
 # ---------------------------------------------------------------------------
 step "docker engine and compose v2"
-if ! docker info >/dev/null 2>&1 || ! docker compose version >/dev/null 2>&1; then
-  [ -f "$shared/scripts/install-docker.sh" ] || die "no working docker and no $shared/scripts/install-docker.sh"
-  timeout 900 bash "$shared/scripts/install-docker.sh" || die "install-docker.sh failed"
-fi
+docker info >/dev/null 2>&1 || die "no working docker engine (install Docker first)"
+docker compose version >/dev/null 2>&1 || die "no docker compose v2 (install the Compose plugin first)"
 pass "$(docker compose version | head -n 1), engine $(docker version --format '{{.Server.Version}}')"
 
-# ---------------------------------------------------------------------------
-step "base images"
-if [ -n "${POSTGRES_IMAGE:-}${RUST_IMAGE:-}${RUNTIME_IMAGE:-}" ]; then
-  note "given by the caller's environment"
-elif timeout 60 docker pull -q postgres:17 >/dev/null 2>&1; then
-  note "registry reachable: the public images (postgres:17, rust:1.95-slim-bookworm, debian:bookworm-slim)"
-else
-  note "no registry: building/using the local stand-ins"
-  [ -f "$shared/scripts/standin-images.sh" ] || die "no $shared/scripts/standin-images.sh"
-  # Another copy may be running already (a machine set-up step): let it finish.
-  for _ in $(seq 1 120); do pgrep -f standin-images.sh >/dev/null || break; sleep 5; done
-  # PostgreSQL 17, as users get it from postgres:17; HAProxy and Debian 13
-  # (PgBouncer's base) for the replicas and pooler scenarios.
-  timeout 1200 bash "$shared/scripts/standin-images.sh" postgres17 haproxy trixie prometheus || die "standin-images.sh failed"
-  export POSTGRES_IMAGE=poolscope-standin/postgres:17
-  export HAPROXY_IMAGE=poolscope-standin/haproxy:3.0
-  export TRIXIE_IMAGE=poolscope-standin/debian:trixie-slim
-  # Prometheus 2.x from Debian, laid out like prom/prometheus (Jaeger and
-  # Grafana have no stand-in: their services stay config-checked only).
-  export PROMETHEUS_IMAGE=poolscope-standin/prometheus:v2
-  export RUST_IMAGE=poolscope-standin/rust:bookworm
-  export RUNTIME_IMAGE=poolscope-standin/debian:bookworm-slim
-fi
-pass "POSTGRES_IMAGE=${POSTGRES_IMAGE:-default} RUST_IMAGE=${RUST_IMAGE:-default} RUNTIME_IMAGE=${RUNTIME_IMAGE:-default}"
+step "images"
+given=""
+for v in POSTGRES_IMAGE RUST_IMAGE RUNTIME_IMAGE HAPROXY_IMAGE TRIXIE_IMAGE PROMETHEUS_IMAGE JAEGER_IMAGE GRAFANA_IMAGE; do
+  [ -z "${!v:-}" ] || given="$given $v=${!v}"
+done
+[ -n "$given" ] || given=" none set: the compose files' defaults"
+pass "images:$given"
 
 # ---------------------------------------------------------------------------
 step "scratch copy of the working tree"
@@ -198,7 +178,7 @@ for s in db app jaeger prometheus grafana; do
 done
 COMPOSE_FILE=docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml docker compose --profile tools config -q \
   || die "compose file invalid with the replicas and pgbouncer overlays"
-# The images built here are never pulled (issue 14.11): with Compose's default
+# The images built here are never pulled: with Compose's default
 # policy a first `up` asks a registry for poolscope:local and prints a warning.
 policies=$(COMPOSE_FILE=docker-compose.yml:compose.replicas.yml:compose.pgbouncer.yml \
   docker compose --profile tools config --format json | python3 -c '
@@ -237,7 +217,7 @@ timeout 300 docker compose up -d --wait || die "stack did not become healthy"
 readyz || die "GET /healthz, /readyz on 127.0.0.1:$app_port (login with the special password?)"
 pass "up; /readyz 200: the service logged in with POOLSCOPE_DB_PASSWORD=$e2e_pw"
 
-step "security: no password in docker inspect (issue 6.8)"
+step "security: no password in docker inspect"
 found=""
 # Every container of the stack, one-shot ones included: only these two.
 all=$(docker compose ps -a --format '{{.Service}}' | sort | tr '\n' ' ')
@@ -254,13 +234,13 @@ url=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$app_id" | 
 pass "neither password appears in docker inspect; app $url + DATABASE_PASSWORD_FILE"
 measured "passwords of ${#e2e_pw} and ${#e2e_su_pw} characters with @ # % : / - lines in docker inspect:$found; the app logs in with it (/readyz 200)"
 
-step "security: the service's role is not a superuser (issue 6.8)"
+step "security: the service's role is not a superuser"
 sup=$(db_sql "select rolsuper from pg_roles where rolname = 'poolscope'")
 [ "$sup" = f ] || die "role poolscope missing or a superuser ($sup)"
 pass "role poolscope: rolsuper = f"
 measured "pg_roles.rolsuper of poolscope = false"
 
-step "security: container posture of app (issue 6.9)"
+step "security: container posture of app"
 read -r user ro secopt capdrop capadd < <(docker inspect -f \
   '{{.Config.User}} {{.HostConfig.ReadonlyRootfs}} {{json .HostConfig.SecurityOpt}} {{json .HostConfig.CapDrop}} {{json .HostConfig.CapAdd}}' "$app_id")
 pid1_uid=$(docker top "$app_id" -eo pid,uid | awk 'NR == 2 {print $2}')
@@ -274,7 +254,7 @@ if docker compose exec -T app touch /probe 2>/dev/null; then die "the app could 
 pass "User $user (process uid $pid1_uid), read-only root (touch / refused), $secopt, CapDrop $capdrop"
 measured "User=$user, process uid $pid1_uid, ReadonlyRootfs=$ro, SecurityOpt=$secopt, CapDrop=$capdrop, CapAdd=$capadd"
 
-step "security: ports on loopback only, no trust authentication (issue 6.9)"
+step "security: ports on loopback only, no trust authentication"
 for svc_port in "db 5432" "app $app_port"; do
   set -- $svc_port
   binds=$(docker inspect -f "{{json (index .NetworkSettings.Ports \"$2/tcp\")}}" "$(docker compose ps -q "$1")")
@@ -283,24 +263,22 @@ for svc_port in "db 5432" "app $app_port"; do
 done
 db_pub=$(docker compose port db 5432)
 [ "${db_pub%:*}" = 127.0.0.1 ] || die "docker compose port db 5432 = $db_pub"
-others=$( (hostname -I 2>/dev/null || ip -4 -o addr show 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4}') \
-  | tr ' ' '\n' | grep -E '^[0-9]+\.' | grep -v '^127\.' || true)
-tried=""
-for ip in $others; do
-  if timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$db_port" 2>/dev/null; then
-    die "the db port answers on $ip:$db_port (should be 127.0.0.1 only)"
-  fi
-  tried="$tried $ip:$db_port"
-done
-pass "db published on $db_pub only; connecting from this host to${tried:- (no other address)} is refused"
+# What this host listens on at the db port (Docker's proxy, when it runs one),
+# read from the socket table: no traffic is sent to the host's other addresses.
+command -v ss >/dev/null 2>&1 || die "no ss (iproute2) to list the listening sockets"
+listening=$(ss -Hltn "sport = :$db_port" | awk '{print $4}' | sort -u | tr '\n' ' ') || die "ss -ltn failed"
+while read -r -d ' ' addr; do
+  case "${addr%:*}" in 127.* | '[::1]') ;; *) die "something listens on $addr (the db port should be on 127.0.0.1 only)" ;; esac
+done <<<"$listening"
+pass "db published on $db_pub only; listening at :$db_port: ${listening:-nothing (no userland proxy: the binding above decides)}"
 rules=$(check_no_trust)
 pass "pg_hba_file_rules: $rules"
-measured "db port bound to $db_pub (app to 127.0.0.1:$app_port); refused on${tried:- (no non-loopback address)}; pg_hba rules with trust: 0 ($rules)"
+measured "db port bound to $db_pub (app to 127.0.0.1:$app_port); listeners at :$db_port: ${listening:-none}; pg_hba rules with trust: 0 ($rules)"
 
 # ---------------------------------------------------------------------------
 step "scenario 1: docker compose run client 30"
 # Compose's progress lines (stderr) must name db and app only: no one-shot
-# container runs again before the client (issue 14.12).
+# container runs again before the client.
 rc=0
 timeout 300 docker compose run --rm -T client 30 >"$work/s1.txt" 2>"$work/s1.err" || rc=$?
 [ "$rc" = 0 ] || { cat "$work/s1.err" >&2; die "docker compose run client 30 exited $rc"; }
@@ -395,10 +373,10 @@ sed 's/^/   /' "$work/obs.txt"
 version=$(python3 -c 'import json, urllib.request; print(json.load(urllib.request.urlopen("http://127.0.0.1:9090/api/v1/status/buildinfo", timeout=5))["data"]["version"])')
 timeout 60 docker compose --profile observability rm -sf prometheus >/dev/null 2>&1 || true
 pass "Prometheus $version: target up; all $(grep -c '^ok' "$work/obs.txt") dashboard queries returned data after client 30"
-measured "Prometheus $version (stand-in for prom/prometheus), 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
+measured "Prometheus $version, 2 s scrapes, client 30: $(grep -c '^ok' "$work/obs.txt") of $(wc -l <"$work/obs.txt") dashboard queries returned series"
 
 # ---------------------------------------------------------------------------
-step "reliability: docker compose restart db under load (client 20 --seconds 5; issue 6.3)"
+step "reliability: docker compose restart db under load (client 20 --seconds 5)"
 # `-t 1` bounds the stop: the official image's postgres (PID 1) does a fast
 # shutdown on SIGINT at once; the local stand-in's PID 1 (runuser) ignores
 # SIGINT, so it would hang the default 10 s before SIGKILL.
@@ -585,7 +563,7 @@ done
 pass "service backends in pg_stat_activity: $n <= DB_POOL_SIZE 30"
 
 # ---------------------------------------------------------------------------
-step "docker compose stop app (graceful SIGTERM, exit code 0; issue 6.6)"
+step "docker compose stop app (graceful SIGTERM, exit code 0)"
 app_id=$(docker compose ps -q app)
 s=$(date +%s.%N)
 timeout 90 docker compose stop app || die "docker compose stop app failed"

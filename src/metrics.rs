@@ -12,19 +12,23 @@
 //! its own lock, so a scrape never shows a bucket above `+Inf` or a count
 //! that disagrees with its buckets.
 //!
-//! Two kinds of numbers: those recorded as things happen ([`PoolMetrics`],
-//! [`RequestDurations`], shared handles) and those read at scrape time (the
-//! pool's gauges, PostgreSQL's last sample, PgBouncer's last `SHOW POOLS`),
-//! registered afresh on each scrape from [`PoolSnapshot`] and friends.
+//! Two kinds of numbers, one registry ([`Metrics`], built once at start):
+//! those recorded as things happen ([`PoolMetrics`], [`RequestDurations`]:
+//! shared handles, registered once) and those read at scrape time (the pool's
+//! gauges, PostgreSQL's last sample, PgBouncer's last `SHOW POOLS`), which a
+//! `Collector` asks for as a [`Scrape`] and writes on each scrape. A scrape
+//! registers nothing: it reads the handles and writes text.
 
-use std::sync::atomic::AtomicU64;
+use std::fmt;
 use std::time::Duration;
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::contract::{PoolerReport, ServerLimits};
@@ -134,11 +138,52 @@ pub struct PoolSnapshot {
     pub closed: u64,
 }
 
+/// What is read at scrape time rather than recorded: the pool right now,
+/// PostgreSQL's last background sample, PgBouncer's last `SHOW POOLS`.
+pub struct Scrape {
+    pub pool: PoolSnapshot,
+    pub server: Option<ServerLimits>,
+    pub pooler: Option<PoolerReport>,
+}
+
 type PoolLabel = [(&'static str, &'static str); 1];
 const POOL: PoolLabel = [("db_client_connection_pool_name", POOL_NAME)];
 
-/// One series labelled with the pool's name, holding `metric`: a shared
-/// handle (recorded as things happen) or a constant (read at scrape time).
+/// The service's exposition: one registry, built once at start, holding the
+/// recorded series and a collector that reads a [`Scrape`] each time.
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    /// `read` is called once per scrape, for the numbers of [`Scrape`].
+    pub fn new(
+        recorded: &PoolMetrics,
+        requests: &RequestDurations,
+        read: impl Fn() -> Scrape + Send + Sync + 'static,
+    ) -> Metrics {
+        let mut r = Registry::default();
+        register_recorded(&mut r, recorded);
+        r.register_with_unit(
+            "http_server_request_duration",
+            "Time to answer, by method, route and status (499: the client closed the connection first)",
+            Unit::Seconds,
+            requests.family.clone(),
+        );
+        r.register_collector(Box::new(AtScrape(Box::new(read))));
+        Metrics { registry: r }
+    }
+
+    /// The whole exposition, as OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// One series labelled with the pool's name, sharing `metric`'s handle.
 fn for_pool<M>(metric: M) -> Family<PoolLabel, M, impl Fn() -> M + Clone>
 where
     M: Clone + prometheus_client::metrics::TypedMetric + 'static,
@@ -148,84 +193,7 @@ where
     family
 }
 
-type FloatGauge = Gauge<f64, AtomicU64>;
-
-fn pool_gauge(value: f64) -> Family<PoolLabel, FloatGauge, impl Fn() -> FloatGauge + Clone> {
-    let gauge = FloatGauge::default();
-    gauge.set(value);
-    for_pool(gauge)
-}
-
-/// A counter read at scrape time from a total kept elsewhere.
-fn pool_counter(total: u64) -> Family<PoolLabel, Counter, impl Fn() -> Counter + Clone> {
-    let counter = Counter::default();
-    counter.inc_by(total);
-    for_pool(counter)
-}
-
-/// Renders the whole exposition.
-pub fn render(
-    pool: &PoolSnapshot,
-    recorded: &PoolMetrics,
-    requests: &RequestDurations,
-    server: Option<&ServerLimits>,
-    pooler: Option<&PoolerReport>,
-) -> String {
-    let mut r = Registry::default();
-    register_pool(&mut r, pool, recorded);
-    r.register_with_unit(
-        "http_server_request_duration",
-        "Time to answer, by method, route and status (499: the client closed the connection first)",
-        Unit::Seconds,
-        requests.family.clone(),
-    );
-    register_postgres(&mut r, server);
-    if let Some(b) = pooler {
-        register_pooler(&mut r, b);
-    }
-    let mut out = String::with_capacity(8192);
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &r);
-    out
-}
-
-fn register_pool(r: &mut Registry, pool: &PoolSnapshot, recorded: &PoolMetrics) {
-    let count = Family::<[(&'static str, &'static str); 2], Gauge>::default();
-    for (state, n) in [("idle", pool.idle), ("used", pool.used)] {
-        count
-            .get_or_create(&[POOL[0], ("db_client_connection_state", state)])
-            .set(i64::from(n));
-    }
-    r.register(
-        "db_client_connection_count",
-        "Connections in the pool by state (idle, used)",
-        count,
-    );
-    let gauges = [
-        (
-            "db_client_connection_max",
-            "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
-            pool.max,
-        ),
-        (
-            "db_client_connection_idle_min",
-            "Connections the pool keeps open (DB_POOL_SIZE)",
-            pool.size,
-        ),
-        (
-            "db_client_connection_idle_max",
-            "Most connections left idle; overflow beyond DB_POOL_SIZE is closed (DB_POOL_SIZE)",
-            pool.size,
-        ),
-        (
-            "db_client_connection_pending_requests",
-            "Requests waiting for a connection",
-            pool.pending,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        r.register(name, help, pool_gauge(f64::from(value)));
-    }
+fn register_recorded(r: &mut Registry, recorded: &PoolMetrics) {
     let histograms = [
         (
             "db_client_connection_wait_time",
@@ -266,62 +234,172 @@ fn register_pool(r: &mut Registry, pool: &PoolSnapshot, recorded: &PoolMetrics) 
     for (name, help, c) in counters {
         r.register(name, help, for_pool(c.clone()));
     }
-    r.register(
-        "poolscope_pool_connections_closed",
-        "Connections the pool closed (surplus overflow, recycled, broken)",
-        pool_counter(pool.closed),
-    );
-    r.register_with_unit(
-        "poolscope_pool_oldest_wait",
-        "How long the oldest request still waiting has waited (like PgBouncer's maxwait); 0 when none waits",
-        Unit::Seconds,
-        pool_gauge(pool.oldest_wait.as_secs_f64()),
-    );
 }
 
-fn register_postgres(r: &mut Registry, server: Option<&ServerLimits>) {
-    r.register(
+/// The series read at scrape time. A [`Collector`] writes its descriptors
+/// itself, so the help texts end in the full stop the registry adds to the
+/// others.
+struct AtScrape(Box<dyn Fn() -> Scrape + Send + Sync>);
+
+impl fmt::Debug for AtScrape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AtScrape")
+    }
+}
+
+impl Collector for AtScrape {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let Scrape {
+            pool,
+            server,
+            pooler,
+        } = (self.0)();
+        encode_pool(&mut out, &pool)?;
+        encode_postgres(&mut out, server.as_ref())?;
+        match pooler {
+            Some(b) => encode_pooler(&mut out, &b),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes the descriptor of `metric` and one series per label set.
+fn series<M: EncodeMetric, L: EncodeLabelSet>(
+    out: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    unit: Option<&Unit>,
+    series: &[(L, M)],
+) -> fmt::Result {
+    let Some((_, first)) = series.first() else {
+        return Ok(());
+    };
+    let mut m = out.encode_descriptor(name, &format!("{help}."), unit, first.metric_type())?;
+    for (labels, metric) in series {
+        metric.encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// One unlabelled gauge.
+fn gauge(out: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
+    let m = out.encode_descriptor(name, &format!("{help}."), None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(m)
+}
+
+fn encode_pool(out: &mut DescriptorEncoder, pool: &PoolSnapshot) -> fmt::Result {
+    let by_state = |state| [POOL[0], ("db_client_connection_state", state)];
+    series(
+        out,
+        (
+            "db_client_connection_count",
+            "Connections in the pool by state (idle, used)",
+        ),
+        None,
+        &[
+            (by_state("idle"), ConstGauge::new(i64::from(pool.idle))),
+            (by_state("used"), ConstGauge::new(i64::from(pool.used))),
+        ],
+    )?;
+    let gauges = [
+        (
+            "db_client_connection_max",
+            "Most connections the pool may open (DB_POOL_SIZE + DB_MAX_OVERFLOW)",
+            pool.max,
+        ),
+        (
+            "db_client_connection_idle_min",
+            "Connections the pool keeps open (DB_POOL_SIZE)",
+            pool.size,
+        ),
+        (
+            "db_client_connection_idle_max",
+            "Most connections left idle; overflow beyond DB_POOL_SIZE is closed (DB_POOL_SIZE)",
+            pool.size,
+        ),
+        (
+            "db_client_connection_pending_requests",
+            "Requests waiting for a connection",
+            pool.pending,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let value = ConstGauge::new(f64::from(value));
+        series(out, (name, help), None, &[(POOL, value)])?;
+    }
+    series(
+        out,
+        (
+            "poolscope_pool_connections_closed",
+            "Connections the pool closed (surplus overflow, recycled, broken)",
+        ),
+        None,
+        &[(POOL, ConstCounter::new(pool.closed))],
+    )?;
+    series(
+        out,
+        (
+            "poolscope_pool_oldest_wait",
+            "How long the oldest request still waiting has waited (like PgBouncer's maxwait); 0 when none waits",
+        ),
+        Some(&Unit::Seconds),
+        &[(POOL, ConstGauge::new(pool.oldest_wait.as_secs_f64()))],
+    )
+}
+
+fn encode_postgres(out: &mut DescriptorEncoder, server: Option<&ServerLimits>) -> fmt::Result {
+    gauge(
+        out,
         "postgresql_up",
         "1 when the service's last sample of PostgreSQL succeeded",
-        ConstGauge::new(if server.is_some() { 1.0 } else { 0.0 }),
-    );
-    let Some(s) = server else { return };
-    r.register(
+        if server.is_some() { 1.0 } else { 0.0 },
+    )?;
+    let Some(s) = server else { return Ok(()) };
+    gauge(
+        out,
         "postgresql_max_connections",
         "PostgreSQL's max_connections",
-        ConstGauge::new(f64::from(s.max_connections)),
-    );
-    r.register(
+        f64::from(s.max_connections),
+    )?;
+    gauge(
+        out,
         "postgresql_reserved_connections",
         "Slots the service's role may not use (superuser_reserved_connections + reserved_connections; 0 for a superuser)",
-        ConstGauge::new(f64::from(s.reserved)),
-    );
-    let backends = Family::<[(&'static str, &'static str); 1], Gauge>::default();
-    backends
-        .get_or_create(&[("scope", "total")])
-        .set(i64::from(s.backends_total));
-    backends
-        .get_or_create(&[("scope", "service")])
-        .set(i64::from(s.backends_service));
-    r.register(
-        "postgresql_backends",
-        "Client backends: in the whole cluster, and of this service's pool",
-        backends,
-    );
-    r.register(
+        f64::from(s.reserved),
+    )?;
+    series(
+        out,
+        (
+            "postgresql_backends",
+            "Client backends: in the whole cluster, and of this service's pool",
+        ),
+        None,
+        &[
+            (
+                [("scope", "total")],
+                ConstGauge::new(i64::from(s.backends_total)),
+            ),
+            (
+                [("scope", "service")],
+                ConstGauge::new(i64::from(s.backends_service)),
+            ),
+        ],
+    )?;
+    gauge(
+        out,
         "postgresql_grantable_to_pool",
         "Connections the pool can get: max_connections - reserved - other backends",
-        ConstGauge::new(f64::from(s.grantable_to_pool())),
-    );
-    r.register(
+        f64::from(s.grantable_to_pool()),
+    )?;
+    gauge(
+        out,
         "poolscope_replicas",
         "Replicas of the service seen in pg_stat_activity (one monitor connection each)",
-        ConstGauge::new(s.replicas.len() as f64),
-    );
+        s.replicas.len() as f64,
+    )
 }
 
 /// Named as the community pgbouncer_exporter names `SHOW POOLS`.
-fn register_pooler(r: &mut Registry, b: &PoolerReport) {
+fn encode_pooler(out: &mut DescriptorEncoder, b: &PoolerReport) -> fmt::Result {
     let rows = [
         (
             "pgbouncer_pools_client_active_connections",
@@ -355,8 +433,9 @@ fn register_pooler(r: &mut Registry, b: &PoolerReport) {
         ),
     ];
     for (name, help, value) in rows {
-        r.register(name, help, ConstGauge::new(value));
+        gauge(out, name, help, value)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -375,6 +454,15 @@ mod tests {
         }
     }
 
+    /// The exposition over these series, with no PostgreSQL sample or pooler.
+    fn exposition(recorded: &PoolMetrics, requests: &RequestDurations) -> Metrics {
+        Metrics::new(recorded, requests, || Scrape {
+            pool: snapshot(),
+            server: None,
+            pooler: None,
+        })
+    }
+
     fn value(text: &str, series: &str) -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -388,7 +476,7 @@ mod tests {
         let requests = RequestDurations::default();
         requests.record("GET", "/pool", 200, Duration::from_millis(3));
         requests.record("BREW", "/pool", 405, Duration::from_millis(1));
-        let text = render(&snapshot(), &recorded, &requests, None, None);
+        let text = exposition(&recorded, &requests).render();
         let pool = "{db_client_connection_pool_name=\"poolscope\"}";
         assert_eq!(
             value(&text, &format!("db_client_connection_timeouts_total{pool}")),
@@ -425,6 +513,7 @@ mod tests {
     fn histograms_are_consistent_while_recording() {
         let recorded = PoolMetrics::default();
         let requests = RequestDurations::default();
+        let metrics = exposition(&recorded, &requests);
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             for _ in 0..2 {
@@ -436,7 +525,7 @@ mod tests {
             }
             let pool = "db_client_connection_pool_name=\"poolscope\"";
             for _ in 0..200 {
-                let text = render(&snapshot(), &recorded, &requests, None, None);
+                let text = metrics.render();
                 let inf = value(
                     &text,
                     &format!("db_client_connection_wait_time_seconds_bucket{{le=\"+Inf\",{pool}}}"),

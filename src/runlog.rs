@@ -2,7 +2,7 @@
 //! with its completion time, status and error kind, for the live page (`/`).
 //!
 //! A run starts with the first demo request after at least [`IDLE_GAP`]
-//! without one in flight — `docker compose run client 100` is one run — and
+//! without one in flight — `docker compose run --rm client 100` is one run — and
 //! its answers are kept until the next run starts (at most [`MAX_ANSWERS`]).
 //! Recording is one short lock per request; the page asks only for the
 //! answers it has not seen yet.

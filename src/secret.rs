@@ -76,11 +76,6 @@ impl DatabaseUrl {
     pub fn expose(&self) -> &str {
         &self.full
     }
-
-    /// Host, port and database, for log lines.
-    pub fn redacted(&self) -> &str {
-        &self.redacted
-    }
 }
 
 impl fmt::Debug for DatabaseUrl {

@@ -68,10 +68,6 @@ impl Application {
         self.addr
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
     /// Serves until `shutdown` resolves, then lets in-flight requests finish
     /// for up to `SHUTDOWN_GRACE` and closes the pool.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) {

@@ -1,5 +1,5 @@
-//! The HTTP API (see SPEC.md "HTTP API"): routes, shared state, the access
-//! log, and JSON answers for unknown routes and wrong methods.
+//! The HTTP API (the README's "Routes" lists it): routes, shared state, the
+//! access log, and JSON answers for unknown routes and wrong methods.
 
 pub mod demo;
 pub mod disconnect;
@@ -27,6 +27,8 @@ pub struct AppState {
     /// `MAX_IN_FLIGHT` permits; a demo request that finds none is answered 503 at once.
     pub in_flight: Arc<Semaphore>,
     pub request_durations: crate::metrics::RequestDurations,
+    /// `/metrics`: the registry, built once, over the pool's and the requests' series.
+    pub metrics: crate::metrics::Metrics,
     /// The current run's answers, for the live page.
     pub runlog: crate::runlog::RunLog,
     /// A background sample for the live page is under way.
@@ -40,11 +42,21 @@ impl AppState {
     pub fn new(settings: Settings, pool: Pool) -> AppState {
         let permits = settings.server.max_in_flight;
         let replica_header = poem::http::HeaderValue::from_str(&settings.database.replica).ok();
+        let request_durations = crate::metrics::RequestDurations::default();
+        let scraped = pool.clone();
+        let metrics = crate::metrics::Metrics::new(pool.metrics(), &request_durations, move || {
+            crate::metrics::Scrape {
+                pool: scraped.snapshot(),
+                server: scraped.monitor().last_sample(),
+                pooler: scraped.pooler().and_then(|p| p.last()),
+            }
+        });
         AppState {
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
-            request_durations: Default::default(),
+            request_durations,
+            metrics,
             replica_header,
             runlog: Default::default(),
             live_sampling: Default::default(),

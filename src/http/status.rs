@@ -44,16 +44,9 @@ pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
 /// Prometheus text; PostgreSQL's numbers are the last background sample.
 #[handler]
 pub fn metrics(state: Data<&Arc<AppState>>) -> Response {
-    let body = crate::metrics::render(
-        &state.pool.snapshot(),
-        state.pool.metrics(),
-        &state.request_durations,
-        state.pool.monitor().last_sample().as_ref(),
-        state.pool.pooler().and_then(|p| p.last()).as_ref(),
-    );
     Response::builder()
         .content_type(crate::metrics::CONTENT_TYPE)
-        .body(body)
+        .body(state.metrics.render())
 }
 
 #[handler]

@@ -307,6 +307,20 @@ impl TestApp {
     pub async fn wait_ready(&self, limit: Duration) {
         wait_for_status(&self.url("/readyz"), 200, limit).await;
     }
+
+    /// Polls `/pool` until its live `field` (`in_use`, `open`, …) is `value`.
+    pub async fn wait_for_live(&self, field: &str, value: u64, limit: Duration) -> Duration {
+        eventually(
+            &format!("/pool live.{field} = {value}"),
+            limit,
+            async || {
+                let pool = json(&self.get("/pool").await);
+                let live = &pool["live"];
+                (live[field] == value).then_some(()).ok_or(live.to_string())
+            },
+        )
+        .await
+    }
 }
 
 impl Drop for TestApp {
@@ -540,19 +554,41 @@ impl ServeProcess {
     }
 }
 
-/// Polls `url` until it answers `status`; returns how long that took.
-pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
+/// Polls `check` every 50 ms until it returns `Ok`, and returns how long that
+/// took: tests wait for the state they expect, not for a guessed time. Until
+/// then `check` returns `Err` with what it sees, which the panic after
+/// `limit` shows beside `what`.
+pub async fn eventually(
+    what: &str,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Result<(), String>,
+) -> Duration {
     let started = Instant::now();
     loop {
-        if matches!(try_get(url, Duration::from_secs(2)).await, Ok(ref a) if a.status == status) {
-            return started.elapsed();
-        }
+        let seen = match check().await {
+            Ok(()) => return started.elapsed(),
+            Err(seen) => seen,
+        };
         assert!(
             started.elapsed() < limit,
-            "{url} did not answer {status} within {limit:?}"
+            "{what}: not within {limit:?}; last seen: {seen}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `url` until it answers `status`; returns how long that took.
+pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Duration {
+    eventually(
+        &format!("{url} answers {status}"),
+        limit,
+        async || match try_get(url, Duration::from_secs(2)).await {
+            Ok(a) if a.status == status => Ok(()),
+            Ok(a) => Err(format!("status {}", a.status)),
+            Err(e) => Err(e),
+        },
+    )
+    .await
 }
 
 /// `n` concurrent GETs of `url`, each on its own connection, started now.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
-    free_port, spawn_gets, try_get, wait_for_status, Cluster, ServeProcess, TestApp,
+    eventually, free_port, spawn_gets, try_get, wait_for_status, Cluster, ServeProcess, TestApp,
 };
 
 /// Backends of this database still running the demo's sleep.
@@ -43,45 +43,49 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
     let gave_up = Instant::now();
 
     // Every abandoned request is logged and counted, as 499.
-    let counted = loop {
-        let metrics = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
-        let n: f64 = metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("http_server_request_duration_seconds_count{")
-                    && l.contains("http_response_status_code=\"499\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0);
-        if n >= 20.0 || gave_up.elapsed() > Duration::from_secs(2) {
-            break n;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(counted, 20.0, "abandoned requests counted as 499");
+    eventually(
+        "20 abandoned requests counted as 499",
+        Duration::from_secs(2),
+        async || {
+            let metrics = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
+            let n: f64 = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("http_server_request_duration_seconds_count{")
+                        && l.contains("http_response_status_code=\"499\"")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0);
+            assert!(n <= 20.0, "{n} requests counted as 499, of 20");
+            (n == 20.0).then_some(()).ok_or(format!("{n} counted"))
+        },
+    )
+    .await;
 
-    loop {
-        let left = sleeping_backends(cluster, &app.db_name);
-        if left == 0 {
-            eprintln!(
-                "measured: abandoned statements gone {:?} after the clients left",
-                gave_up.elapsed()
-            );
-            break;
-        }
-        assert!(
-            gave_up.elapsed() < Duration::from_secs(2),
-            "{left} backends still sleeping 2 s after the clients left: {}",
-            cluster.sql(
-                "postgres",
-                &format!(
-                    "SELECT pid, state, wait_event FROM pg_stat_activity WHERE datname = '{}'",
-                    app.db_name
+    eventually(
+        "no statement left sleeping",
+        Duration::from_secs(2),
+        async || {
+            let left = sleeping_backends(cluster, &app.db_name);
+            if left == 0 {
+                return Ok(());
+            }
+            Err(format!(
+                "{left} backends sleeping: {}",
+                cluster.sql(
+                    "postgres",
+                    &format!(
+                        "SELECT pid, state, wait_event FROM pg_stat_activity WHERE datname = '{}'",
+                        app.db_name
+                    )
                 )
-            )
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            ))
+        },
+    )
+    .await;
+    let gone = gave_up.elapsed();
+    eprintln!("measured: abandoned statements gone {gone:?} after the clients left");
+    assert!(gone < Duration::from_secs(2), "gone only after {gone:?}");
     // The closed connections are being replaced; on a loaded machine opening
     // one takes a moment, hence 1.5 s rather than "instantly".
     let started = Instant::now();
@@ -109,23 +113,24 @@ async fn abandoned_requests_free_their_backend_and_pool_slot() {
             assert!(c.await.unwrap().is_err());
         }
     }
-    let settle = Instant::now();
-    loop {
-        let sleeping = sleeping_backends(cluster, &app.db_name);
-        let service: u32 = cluster
-            .sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name LIKE 'poolscope:%'", app.db_name))
-            .parse()
-            .unwrap();
-        if sleeping == 0 && service <= 10 {
-            eprintln!("measured: after 200 abandoned requests: {sleeping} sleeping, {service} service backends (pool max 10), settled in {:?}", settle.elapsed());
-            break;
-        }
-        assert!(
-            settle.elapsed() < Duration::from_secs(3),
-            "{sleeping} sleeping, {service} service backends"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut seen = String::new();
+    let settled = eventually(
+        "no statement sleeping, at most the pool max of service backends",
+        Duration::from_secs(3),
+        async || {
+            let sleeping = sleeping_backends(cluster, &app.db_name);
+            let service: u32 = cluster
+                .sql("postgres", &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name LIKE 'poolscope:%'", app.db_name))
+                .parse()
+                .unwrap();
+            seen = format!("{sleeping} sleeping, {service} service backends (pool max 10)");
+            (sleeping == 0 && service <= 10)
+                .then_some(())
+                .ok_or(seen.clone())
+        },
+    )
+    .await;
+    eprintln!("measured: after 200 abandoned requests: {seen}, settled in {settled:?}");
     assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
 }
 
@@ -264,7 +269,18 @@ async fn survives_a_database_restart_under_load() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The stop must find all ten statements running on the server.
+    eventually(
+        "10 statements running",
+        Duration::from_secs(10),
+        async || {
+            let running = sleeping_backends(&cluster, &app.db_name);
+            (running == 10)
+                .then_some(())
+                .ok_or(format!("{running} running"))
+        },
+    )
+    .await;
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.stop_for_now();
@@ -349,7 +365,8 @@ async fn beyond_max_in_flight_is_an_immediate_503() {
     let app = TestApp::spawn(&[("MAX_IN_FLIGHT", "3")]).await;
     let url = app.url("/test/postgres/?seconds=1");
     let holders = spawn_gets(&url, 3);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The three hold their permits once they hold a connection each.
+    app.wait_for_live("in_use", 3, Duration::from_secs(5)).await;
 
     let started = Instant::now();
     let answer = app.get("/test/postgres/?seconds=0").await;
@@ -418,8 +435,8 @@ async fn wrong_method_is_a_json_405() {
 
 /// The pool grows while the service is busy: every new connection's login
 /// (SCRAM, ~820 yields inside sqlx) must not wait behind the busy workers.
-/// Before logins ran off the workers, requests here waited 2–3 s for each
-/// new connection although the database accepted it in ~50 ms.
+/// A login run on them takes 2–3 s here, although the database accepts the
+/// connection in ~50 ms, and every request waiting for it waits with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_grows_under_load_without_stalling_requests() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "8")]).await;
@@ -475,16 +492,5 @@ async fn the_pool_grows_under_load_without_stalling_requests() {
     );
     // Once the load is gone the overflow is closed again (QueuePool); a
     // close takes a round trip, so allow a moment.
-    let closing = Instant::now();
-    loop {
-        let pool = crate::helpers::json(&app.get("/pool").await);
-        if pool["live"]["open"] == 2 {
-            break;
-        }
-        assert!(
-            closing.elapsed() < Duration::from_secs(1),
-            "the overflow stayed: {pool}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_for_live("open", 2, Duration::from_secs(1)).await;
 }
