@@ -1,8 +1,8 @@
 //! Everything that talks to PostgreSQL: the pool ([`pool`]), the demo's table
-//! and query ([`todos`]), the server's own limits ([`server_info`]) and the
-//! mapping of driver errors onto what a user should be told ([`errors`]),
-//! opening connections without stalling under load ([`login`]) and which
-//! connections the pool keeps ([`overflow`]).
+//! and queries ([`todos`], with the workloads of [`workloads`]), the server's
+//! own limits ([`server_info`]) and the mapping of driver errors onto what a
+//! user should be told ([`errors`]), opening connections without stalling
+//! under load ([`login`]) and which connections the pool keeps ([`overflow`]).
 
 pub mod check;
 pub mod errors;
@@ -16,6 +16,7 @@ pub mod server_info;
 pub mod standing;
 pub mod todos;
 pub mod waiters;
+pub mod workloads;
 
 /// `application_name` prefixes; each connection carries `PREFIX:<replica>`
 /// (see [`application_name`]), so that `pg_stat_activity` tells this

@@ -49,6 +49,10 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("DB_STATEMENT_TIMEOUT", None),
     ("SLEEP_SECONDS", Some("5")),
     ("SLEEP_MAX", Some("60")),
+    // `?work=cpu`: rows counted by `count(*)` over `generate_series` (CPU only).
+    ("CPU_ROWS", Some("100000")),
+    // `?work=hot`: how many rows the requests' updates share.
+    ("HOT_ROWS", Some("5")),
     ("APP_HOST", Some("0.0.0.0")),
     ("APP_PORT", Some("8080")),
     ("MAX_IN_FLIGHT", Some("10000")),
@@ -97,6 +101,10 @@ impl DatabaseSettings {
 pub struct DemoSettings {
     pub sleep_seconds: f64,
     pub sleep_max: f64,
+    /// `?work=cpu`: `count(*)` over this many generated rows.
+    pub cpu_rows: u32,
+    /// `?work=hot`: one of this many rows is updated per request.
+    pub hot_rows: u32,
 }
 
 #[derive(Debug, Clone)]

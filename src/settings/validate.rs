@@ -15,6 +15,11 @@ use crate::secret::DatabaseUrl;
 const MAX_POOL_PART: u64 = 10_000;
 /// Shortest timeout accepted: below this, ordinary scheduling noise looks like a failure.
 const MIN_TIMEOUT: f64 = 0.25;
+/// Most rows `?work=cpu` may count: about 3 s of one core, well inside any
+/// sensible `statement_timeout`.
+const MAX_CPU_ROWS: u64 = 10_000_000;
+/// Most hot rows: far beyond where row locks stop mattering.
+const MAX_HOT_ROWS: u64 = 100_000;
 /// Longest duration accepted for any setting (one day).
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -47,6 +52,8 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
     let connect_timeout = v.seconds("DB_CONNECT_TIMEOUT", MIN_TIMEOUT);
     let sleep_max = v.seconds("SLEEP_MAX", 0.0);
     let sleep_seconds = v.seconds("SLEEP_SECONDS", 0.0);
+    let cpu_rows = v.whole("CPU_ROWS", 1, MAX_CPU_ROWS);
+    let hot_rows = v.whole("HOT_ROWS", 1, MAX_HOT_ROWS);
     let statement_timeout = match raw.get("DB_STATEMENT_TIMEOUT") {
         Some(_) => v.seconds("DB_STATEMENT_TIMEOUT", MIN_TIMEOUT),
         None => sleep_max.map(|max| max + Duration::from_secs(5)),
@@ -118,6 +125,8 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
         demo: DemoSettings {
             sleep_seconds: sleep_seconds.expect("validated").as_secs_f64(),
             sleep_max: sleep_max.expect("validated").as_secs_f64(),
+            cpu_rows: cpu_rows.expect("validated") as u32,
+            hot_rows: hot_rows.expect("validated") as u32,
         },
         server: ServerSettings {
             host: host.expect("validated"),
@@ -349,6 +358,23 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.contains("pretty") && text.contains("json"), "{text}");
+    }
+
+    #[test]
+    fn workload_sizes_are_bounded_whole_numbers() {
+        let s = Settings::from_vars([]).unwrap();
+        assert_eq!((s.demo.cpu_rows, s.demo.hot_rows), (100_000, 5));
+        let err = Settings::from_vars([("CPU_ROWS", "0"), ("HOT_ROWS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"CPU_ROWS: expected a whole number from 1 to 10000000, got "0""#),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#"HOT_ROWS: expected a whole number from 1 to 100000, got "many""#),
+            "{err}"
+        );
     }
 
     #[test]

@@ -13,3 +13,4 @@ mod parsers;
 mod pool_semantics;
 mod reliability;
 mod settings;
+mod workloads;
