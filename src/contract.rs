@@ -41,6 +41,10 @@ pub struct Configured {
     pub statement_timeout_s: f64,
     pub sleep_seconds: f64,
     pub sleep_max: f64,
+    /// The database's cores (`DB_CORES`), when the operator said; the sweep
+    /// compares its knee with cores × 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_cores: Option<u32>,
 }
 
 /// What this replica's pool holds right now.
@@ -66,6 +70,25 @@ pub struct Postgres {
     /// Slots this replica's pool can get / all replicas together.
     pub grantable_to_pool: u32,
     pub grantable_to_service: u32,
+    /// What the backends are doing and how long a trivial query takes.
+    #[serde(default)]
+    pub activity: Activity,
+}
+
+/// What PostgreSQL's client backends are doing right now, as the service's
+/// role sees them (its own sessions; everyone's with `pg_read_all_stats`),
+/// and what any other client of the database waits for a trivial query.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Activity {
+    /// Client backends running a statement (`state = 'active'`), the
+    /// monitor's own excluded.
+    pub active: u32,
+    /// Of those, the ones waiting for a lock (`wait_event_type = 'Lock'`):
+    /// row locks under `?work=hot`.
+    pub lock_waiters: u32,
+    /// Round trip of `SELECT 1` on the monitor connection (outside the
+    /// pool), in microseconds.
+    pub probe_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -109,6 +132,8 @@ pub struct ServerLimits {
     pub backends_service_all: u32,
     /// Replicas with a monitor connection, and the backends of each one's pool.
     pub replicas: Vec<ReplicaBackends>,
+    #[serde(default)]
+    pub activity: Activity,
 }
 
 impl ServerLimits {
@@ -250,6 +275,7 @@ mod tests {
                 statement_timeout_s: 65.0,
                 sleep_seconds: 5.0,
                 sleep_max: 60.0,
+                db_cores: Some(2),
             },
             live: Live {
                 open: 10,
@@ -265,6 +291,11 @@ mod tests {
                 backends_service_all: 30,
                 grantable_to_pool: 14,
                 grantable_to_service: 34,
+                activity: Activity {
+                    active: 12,
+                    lock_waiters: 7,
+                    probe_us: 2100,
+                },
             }),
             postgres_error: None,
             replicas: vec![ReplicaBackends {

@@ -53,6 +53,8 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("CPU_ROWS", Some("100000")),
     // `?work=hot`: how many rows the requests' updates share.
     ("HOT_ROWS", Some("5")),
+    // The database's cores, for the sweep's `cores × 2` (unset: unknown).
+    ("DB_CORES", None),
     ("APP_HOST", Some("0.0.0.0")),
     ("APP_PORT", Some("8080")),
     ("MAX_IN_FLIGHT", Some("10000")),
@@ -69,7 +71,15 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub demo: DemoSettings,
     pub server: ServerSettings,
+    pub sweep: SweepSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// What `poolscope sweep` is told.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    /// `DB_CORES`: the database server's cores, when known.
+    pub db_cores: Option<u32>,
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     DatabaseSettings, DemoSettings, LogFormat, OtlpProtocol, ServerSettings, SettingError,
-    Settings, SettingsErrors, TelemetrySettings,
+    Settings, SettingsErrors, SweepSettings, TelemetrySettings,
 };
 use crate::secret::DatabaseUrl;
 
@@ -57,6 +57,10 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
     let statement_timeout = match raw.get("DB_STATEMENT_TIMEOUT") {
         Some(_) => v.seconds("DB_STATEMENT_TIMEOUT", MIN_TIMEOUT),
         None => sleep_max.map(|max| max + Duration::from_secs(5)),
+    };
+    let db_cores = match raw.get("DB_CORES") {
+        Some(_) => v.whole("DB_CORES", 1, 4096).map(|n| Some(n as u32)),
+        None => Some(None),
     };
     let host = v.parsed::<IpAddr>("APP_HOST", "an IP address such as 0.0.0.0, 127.0.0.1 or ::");
     let port = v.whole("APP_PORT", 0, u16::MAX as u64);
@@ -133,6 +137,9 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
             port: port.expect("validated") as u16,
             max_in_flight: max_in_flight.expect("validated") as usize,
             shutdown_grace: shutdown_grace.expect("validated"),
+        },
+        sweep: SweepSettings {
+            db_cores: db_cores.expect("validated"),
         },
         telemetry: TelemetrySettings {
             log_filter: log_filter.expect("validated"),
@@ -373,6 +380,20 @@ mod tests {
         );
         assert!(
             err.contains(r#"HOT_ROWS: expected a whole number from 1 to 100000, got "many""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_database_cores_are_unknown_by_default() {
+        assert_eq!(Settings::from_vars([]).unwrap().sweep.db_cores, None);
+        let s = Settings::from_vars([("DB_CORES", "8")]).unwrap();
+        assert_eq!(s.sweep.db_cores, Some(8));
+        let err = Settings::from_vars([("DB_CORES", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"DB_CORES: expected a whole number from 1 to 4096, got "0""#),
             "{err}"
         );
     }

@@ -89,6 +89,22 @@ async fn hot_work_waits_on_a_row_lock_held_elsewhere() {
         assert!(Instant::now() < deadline, "no backend waited on the lock");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The service's /pool says so too, from its monitor connection, with
+    // the probe's round trip.
+    let activity = loop {
+        let pool = json(&app.get("/pool").await);
+        let activity = pool["postgres"]["activity"].clone();
+        if activity["lock_waiters"].as_u64() >= Some(1) {
+            break activity;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/pool saw no lock waiter: {pool}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(activity["active"].as_u64() >= Some(1), "{activity}");
+    assert!(activity["probe_us"].as_u64() > Some(0), "{activity}");
     // Ends the holder's transaction (killing psql alone would leave its
     // backend sleeping with the lock for the rest of the minute).
     cluster.sql(
