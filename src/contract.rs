@@ -27,6 +27,22 @@ pub struct PoolReport {
     pub budget: Option<Budget>,
     /// Requests served at once: `budget.concurrency`.
     pub concurrency: Option<u32>,
+    /// The pool's limit in force (lowered for a while by `poolscope sweep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitReport>,
+}
+
+/// The pool's runtime limit (`GET /pool/limit`, and `limit` in `/pool`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LimitReport {
+    /// Whether `POST /pool/limit` is allowed (`POOL_LIMIT_CONTROL`).
+    pub control: bool,
+    /// The configured maximum: `DB_POOL_SIZE + DB_MAX_OVERFLOW`.
+    pub max: u32,
+    /// Connections requests may hold at once now: `max` unless lowered.
+    pub limit: u32,
+    /// While lowered: seconds until the lease runs out unless renewed.
+    pub lease_expires_in_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -175,10 +191,12 @@ pub enum ErrorKind {
     NotFound,
     MethodNotAllowed,
     ClientClosed,
+    /// A control the service's settings keep off (`POOL_LIMIT_CONTROL`).
+    Forbidden,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::PoolTimeout,
         ErrorKind::DbRefused,
@@ -191,6 +209,7 @@ impl ErrorKind {
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::ClientClosed,
+        ErrorKind::Forbidden,
     ];
 
     /// The wire name (as serde writes it; a test keeps the two equal).
@@ -208,6 +227,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::ClientClosed => "client_closed",
+            ErrorKind::Forbidden => "forbidden",
         }
     }
 
@@ -314,6 +334,12 @@ mod tests {
                 .budget(),
             ),
             concurrency: Some(34),
+            limit: Some(LimitReport {
+                control: true,
+                max: 20,
+                limit: 4,
+                lease_expires_in_s: Some(12.5),
+            }),
         };
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.contains(r#""limited_by":"PostgreSQL""#), "{text}");

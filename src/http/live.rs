@@ -62,6 +62,8 @@ struct PoolView {
     oldest_wait_s: f64,
     opened: u64,
     closed: u64,
+    /// The limit in force (lowered for a while by `poolscope sweep`).
+    limit: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,7 +79,7 @@ struct PgView {
 pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> {
     refresh_server_sample(&state);
     let db = &state.settings.database;
-    let live = state.pool.live();
+    let live = state.live();
     let opened = state.pool.opened_total();
     let server = state.pool.monitor().last_sample();
     let pooler = state.pool.pooler().and_then(|p| p.last());
@@ -98,6 +100,7 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             oldest_wait_s: state.pool.oldest_wait().as_secs_f64(),
             opened,
             closed: state.pool.closed_total(),
+            limit: state.limit.pool.limit(),
         },
         postgres: server.map(|s| PgView {
             max_connections: s.max_connections,

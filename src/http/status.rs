@@ -108,7 +108,7 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
             sleep_max: state.settings.demo.sleep_max,
             db_cores: state.settings.sweep.db_cores,
         },
-        live: state.pool.live(),
+        live: state.live(),
         postgres,
         postgres_error,
         replicas,
@@ -116,5 +116,6 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
         pooler_error,
         budget: known.then_some(budget),
         concurrency: known.then_some(budget.concurrency),
+        limit: Some(state.limit.report()),
     }
 }

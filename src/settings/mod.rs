@@ -55,6 +55,8 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("HOT_ROWS", Some("5")),
     // The database's cores, for the sweep's `cores × 2` (unset: unknown).
     ("DB_CORES", None),
+    // Lets `POST /pool/limit` lower the pool's limit for a while (the sweep).
+    ("POOL_LIMIT_CONTROL", Some("false")),
     ("APP_HOST", Some("0.0.0.0")),
     ("APP_PORT", Some("8080")),
     ("MAX_IN_FLIGHT", Some("10000")),
@@ -75,11 +77,15 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
 }
 
-/// What `poolscope sweep` is told.
+/// What `poolscope sweep` may do to the service, and what it is told.
 #[derive(Debug, Clone)]
 pub struct SweepSettings {
     /// `DB_CORES`: the database server's cores, when known.
     pub db_cores: Option<u32>,
+    /// `POOL_LIMIT_CONTROL`: whether `POST /pool/limit` may lower the pool's
+    /// limit at run time (off by default: an open port must not be able to
+    /// throttle the service).
+    pub limit_control: bool,
 }
 
 #[derive(Debug, Clone)]

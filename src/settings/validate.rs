@@ -62,6 +62,7 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
         Some(_) => v.whole("DB_CORES", 1, 4096).map(|n| Some(n as u32)),
         None => Some(None),
     };
+    let limit_control = v.boolean("POOL_LIMIT_CONTROL");
     let host = v.parsed::<IpAddr>("APP_HOST", "an IP address such as 0.0.0.0, 127.0.0.1 or ::");
     let port = v.whole("APP_PORT", 0, u16::MAX as u64);
     let max_in_flight = v.whole("MAX_IN_FLIGHT", 1, 1_000_000);
@@ -140,6 +141,7 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
         },
         sweep: SweepSettings {
             db_cores: db_cores.expect("validated"),
+            limit_control: limit_control.expect("validated"),
         },
         telemetry: TelemetrySettings {
             log_filter: log_filter.expect("validated"),
@@ -178,6 +180,18 @@ impl Validator<'_> {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 let msg = format!("expected a whole number from {min} to {max}, got \"{raw}\"");
+                self.error(name, msg);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &'static str) -> Option<bool> {
+        match self.raw(name).to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            other => {
+                let msg = format!("expected \"true\" or \"false\", got \"{other}\"");
                 self.error(name, msg);
                 None
             }
@@ -385,15 +399,20 @@ mod tests {
     }
 
     #[test]
-    fn the_database_cores_are_unknown_by_default() {
-        assert_eq!(Settings::from_vars([]).unwrap().sweep.db_cores, None);
-        let s = Settings::from_vars([("DB_CORES", "8")]).unwrap();
-        assert_eq!(s.sweep.db_cores, Some(8));
-        let err = Settings::from_vars([("DB_CORES", "0")])
+    fn the_sweep_settings_are_off_and_unknown_by_default() {
+        let s = Settings::from_vars([]).unwrap();
+        assert_eq!((s.sweep.db_cores, s.sweep.limit_control), (None, false));
+        let s = Settings::from_vars([("DB_CORES", "8"), ("POOL_LIMIT_CONTROL", "TRUE")]).unwrap();
+        assert_eq!((s.sweep.db_cores, s.sweep.limit_control), (Some(8), true));
+        let err = Settings::from_vars([("DB_CORES", "0"), ("POOL_LIMIT_CONTROL", "maybe")])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains(r#"DB_CORES: expected a whole number from 1 to 4096, got "0""#),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#"POOL_LIMIT_CONTROL: expected "true" or "false", got "maybe""#),
             "{err}"
         );
     }

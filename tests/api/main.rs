@@ -10,6 +10,7 @@ mod lifecycle;
 mod live_page;
 mod observability;
 mod parsers;
+mod pool_limit;
 mod pool_semantics;
 mod reliability;
 mod settings;
