@@ -14,4 +14,5 @@ mod pool_limit;
 mod pool_semantics;
 mod reliability;
 mod settings;
+mod sweep;
 mod workloads;
