@@ -73,6 +73,9 @@ struct PgView {
     backends_total: u32,
     backends_service: u32,
     grantable: u32,
+    /// Backends running a statement, and those of them waiting on a lock.
+    active: u32,
+    lock_waiters: u32,
 }
 
 #[handler]
@@ -108,6 +111,8 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             backends_total: s.backends_total,
             backends_service: s.backends_service_all,
             grantable: s.grantable_to_service(),
+            active: s.activity.active,
+            lock_waiters: s.activity.lock_waiters,
         }),
         budget,
         run: state.runlog.view(since.run, since.after),
