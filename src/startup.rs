@@ -130,6 +130,7 @@ async fn prepare_database(state: Arc<AppState>) {
     }
     tracing::info!("schema migrated");
     state.pool.warm_up().await;
+    tokio::spawn(state.pool.clone().keep());
     // Reported before the service calls itself ready, so that the pool
     // arithmetic is in the log when the first client starts.
     crate::report::log_startup_report(&state.settings.database, &state.pool).await;

@@ -1,21 +1,17 @@
-//! Everything that talks to PostgreSQL: the pool ([`pool`]), the demo's table
-//! and queries ([`todos`], with the workloads of [`workloads`]), the server's
-//! own limits ([`server_info`]) and the mapping of driver errors onto what a
-//! user should be told ([`errors`]), opening connections without stalling
-//! under load ([`login`]) and which connections the pool keeps ([`overflow`]).
+//! Everything that talks to PostgreSQL: the pool and its whole acquire path
+//! ([`pool`]), the demo's table and queries ([`todos`], with the workloads
+//! of [`workloads`]), the server's own limits ([`server_info`]), the mapping
+//! of driver errors onto what a user should be told ([`errors`]) and opening
+//! connections without stalling under load ([`login`]).
 
 pub mod check;
 pub mod errors;
-pub mod lease;
 pub mod login;
-pub mod overflow;
 pub mod pool;
 pub mod pooler;
-pub mod refusal;
 pub mod server_info;
 pub mod standing;
 pub mod todos;
-pub mod waiters;
 pub mod workloads;
 
 /// `application_name` prefixes; each connection carries `PREFIX:<replica>`

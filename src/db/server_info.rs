@@ -10,6 +10,7 @@
 //! [`Monitor::probe`] shares one attempt's answer among callers for
 //! [`PROBE_TTL`].
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -22,6 +23,8 @@ use super::standing::Standing;
 use super::{application_name, MONITOR_APP, POOL_APP};
 pub use crate::contract::ReplicaBackends;
 use crate::settings::DatabaseSettings;
+
+const UNKNOWN: u32 = u32::MAX;
 
 /// How long a probe's answer is reused.
 pub const PROBE_TTL: Duration = Duration::from_millis(250);
@@ -49,8 +52,9 @@ pub struct Monitor {
     last_probe: Mutex<Option<(Instant, ProbeOutcome)>>,
     /// When the latest sample was taken (successful or not).
     sampled_at: std::sync::Mutex<Option<Instant>>,
-    /// When the latest [`Monitor::attempt`] was refused, if it was.
-    last_refusal: std::sync::Mutex<Option<Instant>>,
+    /// `grantable_to_pool` of the last successful sample, `u32::MAX` when
+    /// unknown: read on the acquire path, so it is one atomic load.
+    grantable: AtomicU32,
 }
 
 /// `max_connections`, the slots this role may not use, and the client backends.
@@ -104,8 +108,8 @@ impl Monitor {
             conn: Standing::default(),
             last_sample: std::sync::Mutex::new(None),
             last_probe: Mutex::new(None),
-            last_refusal: std::sync::Mutex::new(None),
             sampled_at: std::sync::Mutex::new(None),
+            grantable: AtomicU32::new(UNKNOWN),
         }
     }
 
@@ -143,6 +147,10 @@ impl Monitor {
                 async |conn| self.read_limits(conn).await,
             )
             .await;
+        let grantable = limits
+            .as_ref()
+            .map_or(UNKNOWN, ServerLimits::grantable_to_pool);
+        self.grantable.store(grantable, Ordering::Relaxed);
         *self.last_sample.lock().expect("not poisoned") = limits.as_ref().ok().cloned();
         *self.sampled_at.lock().expect("not poisoned") = Some(Instant::now());
         limits
@@ -206,6 +214,12 @@ impl Monitor {
         *self.sampled_at.lock().expect("not poisoned")
     }
 
+    /// Slots PostgreSQL would grant this replica's pool at the last sample,
+    /// if the last sample succeeded.
+    pub fn grantable_to_pool(&self) -> Option<u32> {
+        Some(self.grantable.load(Ordering::Relaxed)).filter(|&g| g != UNKNOWN)
+    }
+
     /// The most recent successful sample, if the last one succeeded.
     pub fn last_sample(&self) -> Option<ServerLimits> {
         self.last_sample.lock().expect("not poisoned").clone()
@@ -214,27 +228,14 @@ impl Monitor {
     /// One direct connection attempt, closed at once: can a new connection
     /// be made right now, and if not, why?
     pub async fn attempt(&self) -> ProbeOutcome {
-        let outcome = match self.connect_with(&self.attempt_options).await {
+        match self.connect_with(&self.attempt_options).await {
             Ok(conn) => {
                 let _ = conn.close().await;
                 ProbeOutcome::Accepted
             }
             Err(DbError::Refused) => ProbeOutcome::Refused,
             Err(e) => ProbeOutcome::Failed(e),
-        };
-        let refused = matches!(outcome, ProbeOutcome::Refused).then(Instant::now);
-        *self.last_refusal.lock().expect("not poisoned") = refused;
-        outcome
-    }
-
-    /// Whether the latest attempt, less than `within` ago, was refused: a
-    /// burst of requests that all need a new connection from a full server
-    /// need not fork a backend each to hear the same answer.
-    pub fn refused_lately(&self, within: Duration) -> bool {
-        self.last_refusal
-            .lock()
-            .expect("not poisoned")
-            .is_some_and(|at| at.elapsed() < within)
+        }
     }
 
     /// [`Self::attempt`], made at most once per [`PROBE_TTL`]; callers in

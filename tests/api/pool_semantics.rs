@@ -222,3 +222,151 @@ async fn reserved_slots_count_only_against_roles_that_may_not_use_them() {
         "{pool}"
     );
 }
+
+/// One answer of a burst: when it came (seconds after the burst began),
+/// its status and, for an error, its kind.
+struct Timed {
+    at_s: f64,
+    status: u16,
+    kind: Option<String>,
+}
+
+/// `n` requests of `seconds` at once; their answers, in arrival order.
+async fn burst(app: &TestApp, n: usize, seconds: f64) -> Vec<Timed> {
+    let started = Instant::now();
+    let url = app.url(&format!("/test/postgres/?seconds={seconds}"));
+    let timed: Vec<_> = spawn_gets(&url, n)
+        .into_iter()
+        .map(|a| {
+            tokio::spawn(async move {
+                let a = a.await.unwrap();
+                let at_s = started.elapsed().as_secs_f64();
+                let kind =
+                    (a.status != 200).then(|| json(&a)["error"].as_str().unwrap().to_owned());
+                Timed {
+                    at_s,
+                    status: a.status,
+                    kind,
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in timed {
+        out.push(t.await.unwrap());
+    }
+    out.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    out
+}
+
+/// Served answers counted by wave: wave k answers at about k × `seconds`.
+fn served_waves(answers: &[Timed], seconds: f64) -> Vec<usize> {
+    let mut waves = Vec::new();
+    for a in answers.iter().filter(|a| a.status == 200) {
+        let k = (a.at_s / seconds).round().max(1.0) as usize;
+        if waves.len() < k {
+            waves.resize(k, 0);
+        }
+        waves[k - 1] += 1;
+    }
+    waves
+}
+
+fn of_kind<'a>(answers: &'a [Timed], kind: &'a str) -> impl Iterator<Item = &'a Timed> + 'a {
+    answers
+        .iter()
+        .filter(move |a| a.kind.as_deref() == Some(kind))
+}
+
+/// A private cluster where the service's pool may use 6 slots: 10 − 3
+/// reserved for superusers − 1 for the service's monitor connection.
+async fn cluster_granting_six() -> crate::helpers::Cluster {
+    tokio::task::spawn_blocking(|| Cluster::start(&[("max_connections", "10")]))
+        .await
+        .unwrap()
+}
+
+/// QueuePool at the limit (the README's `client 100` in small): pool 6 + 6,
+/// 6 slots granted, 20 requests. The 12 that find the pool below its max
+/// try to connect; PostgreSQL refuses 6 of them, answered at once. The 8
+/// that found the pool at its max wait for returned connections and are
+/// served by the 6 that did open: 6 at 1 s, 6 at 2 s, 2 at 3 s — with the
+/// default `DB_POOL_TIMEOUT` of 30 s.
+#[tokio::test]
+async fn at_the_limit_only_refused_attempts_fail_and_the_rest_are_served_in_waves() {
+    let cluster = cluster_granting_six().await;
+    let app = TestApp::spawn_on(&cluster, &[("DB_POOL_SIZE", "6"), ("DB_MAX_OVERFLOW", "6")]).await;
+    assert_eq!(json(&app.get("/pool").await)["concurrency"], 6);
+
+    let answers = burst(&app, 20, 1.0).await;
+    let refused: Vec<f64> = of_kind(&answers, "db_refused").map(|a| a.at_s).collect();
+    assert_eq!(refused.len(), 6, "refused at {refused:?}");
+    let refused_by = refused.iter().copied().fold(0.0, f64::max);
+    assert!(refused_by < 1.0, "refusals came by {refused_by:.2} s");
+    assert_eq!(served_waves(&answers, 1.0), [6, 6, 2]);
+    let last = answers.last().unwrap().at_s;
+    assert!(last < 3.5, "the last wave came at {last:.2} s");
+    eprintln!(
+        "measured: pool 6+6, 6 granted, 20 requests of 1 s: 6 × db_refused by {refused_by:.2} s, \
+         then 6/6/2 served, the last at {last:.2} s"
+    );
+}
+
+/// The same burst twice the pool's max, with a `DB_POOL_TIMEOUT` that falls
+/// between the second and the third wave's hand-over: the third wave's
+/// requests get `pool_timeout` at the timeout, not a refusal.
+#[tokio::test]
+async fn a_pool_timeout_cuts_the_third_wave() {
+    let cluster = cluster_granting_six().await;
+    let app = TestApp::spawn_on(
+        &cluster,
+        &[
+            ("DB_POOL_SIZE", "6"),
+            ("DB_MAX_OVERFLOW", "6"),
+            ("DB_POOL_TIMEOUT", "1.5"),
+        ],
+    )
+    .await;
+    let answers = burst(&app, 24, 1.0).await;
+    assert_eq!(of_kind(&answers, "db_refused").count(), 6);
+    assert_eq!(served_waves(&answers, 1.0), [6, 6]);
+    let timeouts: Vec<f64> = of_kind(&answers, "pool_timeout").map(|a| a.at_s).collect();
+    assert_eq!(timeouts.len(), 6, "timeouts at {timeouts:?}");
+    assert!(
+        timeouts.iter().all(|t| (1.4..2.0).contains(t)),
+        "timeouts at {timeouts:?}"
+    );
+}
+
+/// A kept pool larger than the server: pool 8 + 0, 6 slots granted. The
+/// service is ready at once with the 6 PostgreSQL grants, `/pool` says so,
+/// and a burst of 10 is answered as QueuePool would: 6 take the kept
+/// connections, 2 try the missing slots and are refused at once, 2 wait
+/// for a returned connection.
+#[tokio::test]
+async fn a_kept_pool_larger_than_the_server_is_ready_at_once_and_tells_the_truth() {
+    let cluster = cluster_granting_six().await;
+    let started = Instant::now();
+    let app = TestApp::spawn_on(&cluster, &[("DB_POOL_SIZE", "8"), ("DB_MAX_OVERFLOW", "0")]).await;
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(10),
+        "ready after {ready_after:?}"
+    );
+    let pool = json(&app.get("/pool").await);
+    assert_eq!(pool["live"]["open"], 6, "{pool}");
+    assert_eq!(
+        service_pids(&cluster, &app.db_name).len(),
+        6,
+        "PostgreSQL's count of the service's backends"
+    );
+
+    let answers = burst(&app, 10, 1.0).await;
+    let refused: Vec<f64> = of_kind(&answers, "db_refused").map(|a| a.at_s).collect();
+    assert_eq!(refused.len(), 2, "refused at {refused:?}");
+    assert!(of_kind(&answers, "db_refused").all(|a| a.at_s < 1.0));
+    assert_eq!(served_waves(&answers, 1.0), [6, 2]);
+    eprintln!(
+        "measured: pool 8+0 with 6 granted: ready after {ready_after:?}; 2 refused, 6 + 2 served"
+    );
+}

@@ -1,13 +1,13 @@
 //! A pooled connection on loan to one request, and what happens to it when
 //! the loan ends: back to the pool, closed as surplus overflow (see
-//! [`super::overflow`]), or closed because the request was abandoned
-//! mid-statement.
+//! [`super::slots::keep_on_return`]), or closed because the request was
+//! abandoned mid-statement.
 
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::overflow::Turn;
+use super::slots::Turn;
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 
@@ -18,15 +18,18 @@ use sqlx::Postgres;
 /// finish, so an abandoned request would hold a pool slot and a server backend
 /// for the full sleep. A `Lease` dropped while a statement is in flight instead
 /// closes its connection; with `client_connection_check_interval` the server
-/// notices within a second and ends the backend, and sqlx reopens up to
-/// `DB_POOL_SIZE` (`min_connections`).
+/// notices within a second and ends the backend, and the keeper reopens up
+/// to `DB_POOL_SIZE`.
+///
+/// A returned connection's slot is freed only once sqlx has put the
+/// connection back in its idle queue (sqlx does that in a task of its own,
+/// after a ping): the waiter the slot wakes then finds it there, instead of
+/// opening a new connection — which, at PostgreSQL's limit, would be refused.
 pub struct Lease {
-    /// `Some` until the lease is dropped. `Drop` gives it back (or closes it)
-    /// before the turn is released, so the connection is on its way back to
-    /// the pool before the next request is let in to take it.
+    /// `Some` until the lease is dropped.
     conn: Option<PoolConnection<Postgres>>,
-    /// The request's turn at the pool (see [`super::overflow::Turn`]).
-    turn: Turn,
+    /// The request's slot (see [`super::slots::Turn`]); `Some` until dropped.
+    turn: Option<Turn>,
     waited: Duration,
     statement_in_flight: bool,
     /// `db.client.connection.use_time`, recorded when the loan ends.
@@ -41,10 +44,10 @@ impl Lease {
         waited: Duration,
         use_time: Histogram,
     ) -> Lease {
-        turn.occupancy().lease_started();
+        turn.slots().lease_started();
         Lease {
             conn: Some(conn),
-            turn,
+            turn: Some(turn),
             waited,
             statement_in_flight: false,
             use_time,
@@ -71,18 +74,48 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         crate::metrics::observe(&self.use_time, self.handed_out.elapsed());
-        // Decided while this lease still holds its turn (fields drop after this body).
-        self.turn.occupancy().lease_ended();
-        let keep = self.turn.give_back_and_keep();
-        let Some(mut conn) = self.conn.take() else {
+        let (Some(mut turn), Some(mut conn)) = (self.turn.take(), self.conn.take()) else {
             return;
         };
+        let slots = turn.slots().clone();
+        slots.lease_ended();
+        let keep = turn.give_back_and_keep();
         if self.statement_in_flight {
             tracing::debug!("request abandoned mid-statement; closing its connection");
             conn.close_on_drop();
-        } else if !keep {
-            tracing::trace!("overflow connection returned to a full pool; closing it");
-            self.turn.occupancy().close_in_background(conn);
+            return;
         }
+        if !keep {
+            tracing::trace!("overflow connection returned to a full pool; closing it");
+            close_in_background(conn);
+            return;
+        }
+        give_back(turn, conn);
     }
+}
+
+/// Puts a connection back in sqlx's idle queue, then frees its slot (see
+/// [`Lease`] for why in that order).
+pub fn give_back(turn: Turn, mut conn: PoolConnection<Postgres>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // shutting down: dropping returns it, and the pool closes it
+    };
+    let back = conn.return_to_pool();
+    runtime.spawn(async move {
+        back.await;
+        drop(turn);
+    });
+}
+
+/// Closes a connection (a Terminate message and the socket) in its own task.
+/// Detached first: it leaves sqlx's count at once, so the next decision
+/// already sees it gone (a close in flight would still count).
+pub fn close_in_background(conn: PoolConnection<Postgres>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return; // shutting down: dropping returns it, and the pool closes it
+    };
+    let raw = conn.detach();
+    runtime.spawn(async move {
+        let _ = sqlx::Connection::close(raw).await;
+    });
 }

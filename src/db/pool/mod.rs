@@ -1,24 +1,58 @@
-//! The connection pool, as SeaORM builds it over sqlx, made to behave like
-//! SQLAlchemy's `QueuePool` where a user can see the difference (SPEC.md,
-//! "Pool semantics"):
+//! The connection pool: SeaORM's sqlx pool, made to behave like SQLAlchemy's
+//! `QueuePool` wherever a user can see the difference. This folder is the
+//! whole acquire path; each file holds one concept:
 //!
-//! * **A cheap, fair place to wait.** Requests first queue, in arrival
-//!   order, for one of `pool_size + max_overflow` turns (a tokio semaphore:
-//!   about 100 bytes per waiter; sqlx's own acquire future is 14.5 KB), and
-//!   only a request holding a turn calls sqlx. A request that waited
-//!   `DB_POOL_TIMEOUT` gets `pool_timeout`.
-//! * **Refusal is immediate**, although sqlx retries "too many clients"
-//!   silently: see [`super::refusal`].
-//! * **Kept connections stay; overflow goes** (see [`super::overflow`]).
-//! * **How many requests are waiting**: sqlx exposes only size and idle.
+//! * [`slots`] — the state machine: `pool_max` slots, free, claimed, vacant
+//!   or withheld; who opens a connection and who waits for a returned one.
+//!   Its invariants are written there and unit-tested without PostgreSQL.
+//! * [`gate`] — telling PostgreSQL's refusal ("too many clients") at once.
+//! * [`lease`] — a connection on loan to one request, and how it goes back.
+//! * [`keeper`] — the `DB_POOL_SIZE` kept connections: opened at start,
+//!   reopened after a recycle or an outage, surplus overflow closed.
+//! * [`waiters`] — who waits, and since when (for `/pool` and `/metrics`).
 //!
-//! SQLAlchemy → sqlx: `pool_size` → `min_connections` (kept open),
-//! `pool_size + max_overflow` → `max_connections` (hard ceiling),
-//! `pool_timeout` → the turn queue's deadline, `pool_recycle` →
-//! `max_lifetime`, `pool_pre_ping` → a ping of connections idle ≥ 1 s; sqlx's
-//! `idle_timeout` is off. SQLAlchemy's `NullPool` has no sqlx equivalent.
+//! **A request's way to a connection.** It takes a slot at once if one is
+//! free, or vacant (left by a failed attempt); else it waits, first come
+//! first served, for a connection to be *returned* — never for the right to
+//! open one — until `DB_POOL_TIMEOUT` (`pool_timeout`). Holding a slot, it
+//! takes an idle connection or opens one; where PostgreSQL may be full, it
+//! first asks PostgreSQL ([`gate`]) and is refused at once (`db_refused`) if
+//! PostgreSQL refuses. A refused request's slot goes vacant and wakes no
+//! waiter, so the requests that were waiting are served, in waves, by the
+//! connections that did open (SQLAlchemy `pool/impl.py`, `_do_get`).
+//!
+//! **Where sqlx is worked around, and why** (sqlx-core 0.9, `pool/inner.rs`
+//! and `pool/connection.rs`):
+//!
+//! * sqlx retries "too many clients" (SQLSTATE 53300) silently while
+//!   connecting, until its acquire timeout, with no hook to see it: hence
+//!   the [`gate`] and its stuck check.
+//! * sqlx's idle reaper closes any connection idle longer than
+//!   `idle_timeout`, the kept ones too, and its `min_connections`
+//!   maintenance reopens connections through that same silent retry (a
+//!   kept pool larger than the server would sit in it, counted as open).
+//!   So sqlx runs with `idle_timeout` off and `min_connections` 0; the
+//!   [`keeper`] keeps `DB_POOL_SIZE` and closes surplus overflow.
+//! * sqlx returns a connection to its idle queue in a spawned task (after a
+//!   ping). A waiter woken before that would find no idle connection and
+//!   open one. The [`lease`] frees its slot only once the connection is
+//!   back.
+//! * sqlx says only how many connections are open and idle; how many
+//!   requests wait, and for how long, is counted here ([`waiters`]).
+//!
+//! SQLAlchemy → sqlx: `pool_size` → kept by the [`keeper`], `pool_size +
+//! max_overflow` → `max_connections` (and the slots), `pool_timeout` → the
+//! wait for a slot, `pool_recycle` → `max_lifetime`, `pool_pre_ping` → a
+//! ping of connections idle ≥ 1 s. SQLAlchemy's `NullPool` has no sqlx
+//! equivalent.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod gate;
+pub mod keeper;
+pub mod lease;
+pub mod slots;
+pub mod waiters;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,24 +62,24 @@ use sqlx::{PgPool, Postgres};
 use tracing::field::Empty;
 use tracing::Instrument;
 
-pub use super::lease::Lease;
+pub use lease::Lease;
 
 use super::errors::DbError;
 use super::login::off_the_workers;
-use super::overflow::{self, Occupancy, Turn};
 use super::pooler::Pooler;
-use super::refusal::{Gate, Gatekeeper};
 use super::server_info::{Monitor, ProbeOutcome};
-use super::waiters::Waiters;
 use super::{application_name, POOL_APP};
 use crate::metrics::{observe, PoolMetrics, PoolSnapshot};
 use crate::settings::DatabaseSettings;
+use gate::{Gate, Gatekeeper};
+use slots::{Slots, Turn};
+use waiters::Waiters;
 
 /// How often PostgreSQL checks, during a running statement, whether the
 /// client went away. An abandoned request's connection is closed (see
 /// [`Lease`]); this makes the server end the backend within a second instead
 /// of sleeping on for the rest of `pg_sleep`.
-const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
+pub const CLIENT_CHECK_INTERVAL_MS: u32 = 1000;
 
 /// Connections idle at least this long are pinged before use.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
@@ -62,13 +96,17 @@ struct Inner {
     monitor: Monitor,
     /// PgBouncer's admin console, when the pool goes through one.
     pooler: Option<Pooler>,
-    occupancy: Arc<Occupancy>,
+    slots: Arc<Slots>,
     /// Asks PostgreSQL before the pool grows where it may refuse.
     gate: Gatekeeper,
     waiting: Waiters,
     metrics: PoolMetrics,
     /// Closed connections reported so far: `opened − open` only ever grows.
     closed: AtomicU64,
+    /// Something failed that may have broken idle connections (the database
+    /// or the pooler went away): the keeper checks them on its next round.
+    suspect: AtomicBool,
+    keeper: keeper::State,
 }
 
 tokio::task_local! {
@@ -94,6 +132,9 @@ pub enum AcquireError {
 /// How waiting for a connection ended, before it is explained.
 enum Waited {
     Got(Turn, PoolConnection<Postgres>),
+    /// Waited the whole `DB_POOL_TIMEOUT` for a connection to come back.
+    QueueTimedOut,
+    /// Held a slot, but no connection came of it in time.
     DeadlinePassed,
     Failed(DbError),
 }
@@ -105,7 +146,9 @@ impl Pool {
         let metrics = PoolMetrics::default();
         let hook_metrics = metrics.clone();
         let mut opts = ConnectOptions::new(settings.url.expose());
-        opts.min_connections(settings.pool_size)
+        // min_connections 0 and no idle_timeout: the keeper decides which
+        // connections stay (see the module doc).
+        opts.min_connections(0)
             .max_connections(settings.pool_max())
             .acquire_timeout(settings.pool_timeout)
             .max_lifetime(settings.pool_recycle)
@@ -118,14 +161,10 @@ impl Pool {
             .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR)
             // sqlx statement logging would echo parameters; our spans say enough.
             .sqlx_logging(false)
-            // sqlx's idle reaper would close the kept connections too; the
-            // overflow rule lives in `overflow` instead.
             .map_sqlx_postgres_pool_opts(move |o| {
                 let metrics = hook_metrics.clone();
                 o.idle_timeout(None).after_connect(move |_conn, _meta| {
                     metrics.opened.inc();
-                    // Only acquires made here carry a start time; sqlx's own
-                    // background top-ups (after a recycle) are counted, not timed.
                     if let Ok(took) = ACQUIRE_STARTED.try_with(|started| started.elapsed()) {
                         observe(&metrics.create_time, took);
                     }
@@ -140,57 +179,47 @@ impl Pool {
         let db = Database::connect(opts)
             .await
             .map_err(|_| DbError::Other("the pool could not be built".into()))?;
-        let occupancy = Arc::new(Occupancy::new(
-            db.get_postgres_connection_pool().clone(),
+        let slots = Arc::new(Slots::new(
+            Box::new(db.get_postgres_connection_pool().clone()),
             settings.pool_size,
             settings.pool_max(),
             settings.overflow_idle_timeout.is_zero(),
         ));
-        overflow::spawn_trimmer(Arc::downgrade(&occupancy), settings.overflow_idle_timeout);
-        Ok(Pool {
+        let pool = Pool {
             inner: Arc::new(Inner {
                 db,
                 monitor: Monitor::new(settings),
                 pooler: Pooler::new(settings),
                 settings: settings.clone(),
-                occupancy,
+                slots,
                 gate: Gatekeeper::new(settings.pool_max(), settings.pooler_admin_url.is_some()),
                 waiting: Waiters::default(),
                 metrics,
                 closed: AtomicU64::new(0),
+                suspect: AtomicBool::new(false),
+                keeper: keeper::State::default(),
             }),
-        })
+        };
+        keeper::spawn_trimmer(&pool);
+        Ok(pool)
     }
 
     fn sqlx(&self) -> &PgPool {
         self.inner.db.get_postgres_connection_pool()
     }
 
-    /// No idle connection left for this request and room to grow: an acquire
-    /// now opens one. (Trusting sqlx's idle count alone let requests of a
-    /// burst skip the gate and meet PostgreSQL's refusal inside sqlx, found
-    /// only by the stuck check: e2e, about one run in three.)
-    fn must_open(&self) -> bool {
-        self.inner.occupancy.no_idle_for_next()
-            && self.sqlx().size() < self.inner.settings.pool_max()
-    }
-
-    /// Every acquire from sqlx goes through here (requests holding a turn,
-    /// the warm-up): when it may include a login, it runs off the runtime's
-    /// workers (see [`super::login`]).
-    /// Owned and `'static`, so it can be spawned.
+    /// One acquire from sqlx, for a claim holding a slot. An acquire that
+    /// may include a login runs off the runtime's workers (see
+    /// [`super::login`]); one that cannot — an idle connection is there,
+    /// or the pool is at its max — costs nothing extra.
     fn sqlx_acquire(
         &self,
+        may_log_in: bool,
     ) -> impl std::future::Future<Output = Result<PoolConnection<Postgres>, sqlx::Error>> + 'static
     {
         let pool = self.sqlx().clone();
-        // Counted from now, not from the first poll: a future dropped unpolled
-        // must not leave the count raised.
-        let inside = self.inner.occupancy.enter_acquire();
-        let may_log_in = inside.may_log_in();
         let started = Instant::now();
         async move {
-            let _inside = inside;
             let acquire = ACQUIRE_STARTED.scope(started, async move { pool.acquire().await });
             if !may_log_in {
                 return acquire.await;
@@ -216,13 +245,27 @@ impl Pool {
     }
 
     pub fn live(&self) -> LiveCounts {
-        let open = self.sqlx().size();
+        let slots = &self.inner.slots;
         LiveCounts {
-            open,
-            idle: self.inner.occupancy.idle(),
-            in_use: self.inner.occupancy.in_use.load(Ordering::Relaxed) as u32,
+            open: slots.open(),
+            idle: slots.idle(),
+            in_use: slots.in_use(),
             waiting: self.inner.waiting.count() as u32,
         }
+    }
+
+    /// The runtime limit on connections in use (the pool's max when none is
+    /// set): see [`Slots::set_limit`].
+    pub fn limit(&self) -> u32 {
+        self.inner.slots.limit()
+    }
+
+    /// Lowers the number of connections requests may use at once, or with
+    /// `None` goes back to `DB_POOL_SIZE + DB_MAX_OVERFLOW`. Clamped to
+    /// 1..=pool max.
+    pub fn set_limit(&self, limit: Option<u32>) {
+        self.inner.slots.set_limit(limit);
+        tracing::info!(limit = self.limit(), "pool limit set");
     }
 
     /// Connections opened since start (the live page shows churn).
@@ -277,33 +320,24 @@ impl Pool {
             otel.status_code = Empty,
         );
         let result = self.acquire_inner().instrument(span.clone()).await;
-        let outcome = match &result {
-            Ok(_) => "acquired",
-            Err(AcquireError::Timeout { .. }) => "timeout",
-            Err(AcquireError::Db(DbError::Refused)) => "refused",
-            Err(AcquireError::Db(_)) => "unavailable",
-        };
-        span.record("outcome", outcome);
-        if result.is_err() {
-            span.record("otel.status_code", "ERROR");
+        if !span.is_disabled() {
+            let outcome = match &result {
+                Ok(_) => "acquired",
+                Err(AcquireError::Timeout { .. }) => "timeout",
+                Err(AcquireError::Db(DbError::Refused)) => "refused",
+                Err(AcquireError::Db(_)) => "unavailable",
+            };
+            span.record("outcome", outcome);
+            if result.is_err() {
+                span.record("otel.status_code", "ERROR");
+            }
         }
         result
     }
 
     async fn acquire_inner(&self) -> Result<Lease, AcquireError> {
         let started = Instant::now();
-        // With no connection open (database down at start, or every connection
-        // lost in a restart), sqlx would retry "connection refused" silently
-        // until DB_POOL_TIMEOUT. Ask the probe first and answer at once while
-        // the database is unreachable.
-        let waited = if self.sqlx().size() == 0 {
-            match self.probe().await {
-                ProbeOutcome::Failed(e) => Waited::Failed(e),
-                _ => self.wait_counted(started).await,
-            }
-        } else {
-            self.wait_counted(started).await
-        };
+        let waited = self.wait_for_connection(started).await;
         let wait = started.elapsed();
         observe(&self.inner.metrics.wait_time, wait);
         match waited {
@@ -313,58 +347,104 @@ impl Pool {
                 wait,
                 self.inner.metrics.use_time.clone(),
             )),
+            Waited::QueueTimedOut => {
+                self.inner.metrics.timeouts.inc();
+                Err(AcquireError::Timeout {
+                    waited: wait,
+                    live: self.live(),
+                })
+            }
             Waited::DeadlinePassed => Err(Box::pin(self.explain_timeout(wait)).await),
             Waited::Failed(DbError::Refused) => {
                 self.inner.metrics.refusals.inc();
                 Err(AcquireError::Db(DbError::Refused))
             }
-            Waited::Failed(e) => Err(AcquireError::Db(e)),
+            Waited::Failed(e) => {
+                self.suspect();
+                Err(AcquireError::Db(e))
+            }
         }
     }
 
-    async fn wait_counted(&self, started: Instant) -> Waited {
-        let _waiting = self.inner.waiting.enter();
-        tracing::Span::current().record("pool.waiting", self.inner.waiting.count());
-        self.wait_for_connection(started + self.inner.settings.pool_timeout)
-            .await
+    /// A slot, then a connection, both within `DB_POOL_TIMEOUT`.
+    async fn wait_for_connection(&self, started: Instant) -> Waited {
+        let deadline = started + self.inner.settings.pool_timeout;
+        // With no connection open (database down at start, or every
+        // connection lost in a restart), sqlx would retry "connection
+        // refused" silently until DB_POOL_TIMEOUT. Ask the probe first and
+        // answer at once while the database is unreachable.
+        if self.sqlx().size() == 0 {
+            if let ProbeOutcome::Failed(e) = self.probe().await {
+                return Waited::Failed(e);
+            }
+        }
+        let turn = match self.inner.slots.try_turn() {
+            Some(turn) => turn,
+            None => match self.wait_for_turn(deadline).await {
+                Ok(turn) => turn,
+                Err(waited) => return waited,
+            },
+        };
+        self.connect_on(turn, deadline).await
     }
 
-    /// A turn, then a connection, both before `deadline`.
-    async fn wait_for_connection(&self, deadline: Instant) -> Waited {
-        let turn = self.inner.occupancy.take_turn();
-        let turn = match tokio::time::timeout_at(deadline.into(), turn).await {
-            Err(_elapsed) => return Waited::DeadlinePassed,
-            Ok(None) => {
-                return Waited::Failed(DbError::Unavailable(
-                    "the pool is closed (shutting down)".into(),
-                ))
-            }
-            Ok(Some(turn)) => turn,
-        };
+    /// Waits, counted, for a connection to come back.
+    async fn wait_for_turn(&self, deadline: Instant) -> Result<Turn, Waited> {
+        let _waiting = self.inner.waiting.enter();
+        tracing::Span::current().record("pool.waiting", self.inner.waiting.count());
+        match tokio::time::timeout_at(deadline.into(), self.inner.slots.turn()).await {
+            Err(_elapsed) => Err(Waited::QueueTimedOut),
+            Ok(None) => Err(Waited::Failed(DbError::Unavailable(
+                "the pool is closed (shutting down)".into(),
+            ))),
+            Ok(Some(turn)) => Ok(turn),
+        }
+    }
+
+    /// Holding a slot: an idle connection, or a new one (asking PostgreSQL
+    /// first where it may refuse).
+    async fn connect_on(&self, turn: Turn, deadline: Instant) -> Waited {
         let inner = &self.inner;
+        let slots = &inner.slots;
         let growing = match (inner.gate)
-            .before_growth(&inner.monitor, || self.must_open(), deadline)
+            .before_growth(&inner.monitor, || slots.must_open(), deadline)
             .await
         {
             Gate::Open(guard) => guard,
             Gate::Refused(e) => return Waited::Failed(e),
             Gate::DeadlinePassed => return Waited::DeadlinePassed,
         };
-        // Boxed, so that only requests holding a turn carry sqlx's 14.5 KB.
-        let acquire = Box::pin(tokio::time::timeout_at(
-            deadline.into(),
-            self.sqlx_acquire(),
-        ));
-        let waited = tokio::select! {
-            result = acquire => match result {
-                Ok(Ok(conn)) => Waited::Got(turn, conn),
-                Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
-                Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
-            },
-            e = inner.gate.stuck(&inner.monitor) => Waited::Failed(e),
+        let may_log_in = slots.must_open();
+        let acquire = tokio::time::timeout_at(deadline.into(), self.sqlx_acquire(may_log_in));
+        // Only an acquire that may open a connection can be caught in sqlx's
+        // silent retry; the others are not raced against the stuck check,
+        // which would cost every request a timer.
+        let waited = if may_log_in || inner.gate.may_be_refused(&inner.monitor) {
+            // Boxed, so that only such requests carry sqlx's 14.5 KB.
+            let acquire = Box::pin(acquire);
+            tokio::select! {
+                result = acquire => Self::acquired(turn, result),
+                e = inner.gate.stuck(&inner.monitor) => Waited::Failed(e),
+            }
+        } else {
+            Self::acquired(turn, acquire.await)
         };
         drop(growing);
         waited
+    }
+
+    fn acquired(
+        mut turn: Turn,
+        result: Result<Result<PoolConnection<Postgres>, sqlx::Error>, tokio::time::error::Elapsed>,
+    ) -> Waited {
+        match result {
+            Ok(Ok(conn)) => {
+                turn.hold();
+                Waited::Got(turn, conn)
+            }
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
+            Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
+        }
     }
 
     /// The monitor's probe, boxed: its connection attempt is a large future,
@@ -396,21 +476,15 @@ impl Pool {
         }
     }
 
-    /// Opens the `DB_POOL_SIZE` connections SQLAlchemy's `pool_size` promises
-    /// to keep. sqlx opens `min_connections` lazily (its maintenance task first
-    /// runs after `max_lifetime`), which would make the first wave late by a
-    /// connection set-up each.
-    pub async fn warm_up(&self) {
-        let wanted = self.inner.settings.pool_size as usize;
-        let held = futures_util::future::join_all((0..wanted).map(|_| self.sqlx_acquire())).await;
-        let opened = held.iter().filter(|c| c.is_ok()).count();
-        drop(held);
-        tracing::debug!(opened, wanted, "pool warmed up");
+    /// Something failed that may have broken the idle connections: the
+    /// keeper checks them on its next round.
+    pub fn suspect(&self) {
+        self.inner.suspect.store(true, Ordering::Relaxed);
     }
 
     /// Closes every connection, waiting for leased ones to come back.
     pub async fn close(&self) {
-        self.inner.occupancy.turns.close();
+        self.inner.slots.close();
         self.sqlx().close().await;
         self.inner.monitor.close().await;
         if let Some(pooler) = &self.inner.pooler {

@@ -10,9 +10,10 @@
 //!   makes one connection attempt of its own ([`Monitor::attempt`], same
 //!   role, database and options) and is refused at once if PostgreSQL
 //!   refuses it. Such growth goes one request at a time (ask, then open), so
-//!   two requests never count on the same free slot; a burst of requests
-//!   that all need a connection from a full server shares one refused
-//!   attempt for [`PROBE_TTL`] instead of forking a backend each.
+//!   two requests never count on the same free slot. Every request that
+//!   must open asks for itself, as every QueuePool checkout that connects
+//!   does: a burst makes at most `pool max − granted` refused attempts,
+//!   since only requests that find the pool below its max open.
 //! * **A request stuck inside sqlx** anyway (another client took the slot
 //!   between the attempt and sqlx's own, or the database went away) asks the
 //!   shared probe after [`STUCK_AFTER`] (sooner where the server may be
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::errors::DbError;
-use super::server_info::{Monitor, ProbeOutcome, PROBE_TTL};
+use crate::db::errors::DbError;
+use crate::db::server_info::{Monitor, ProbeOutcome, PROBE_TTL};
 
 /// A request holding a turn normally leaves sqlx within one login (tens of
 /// milliseconds). One still inside after this long may be in sqlx's silent
@@ -34,9 +35,8 @@ pub const STUCK_AFTER: Duration = Duration::from_millis(500);
 /// The same where the pool may outgrow what PostgreSQL grants. There, with
 /// several replicas, another replica can take the slot between this one's
 /// attempt and sqlx's own login; the request stuck in sqlx then holds the
-/// growth lock and every request queued behind it waits too (all of one
-/// replica's refusals came at ≈0.55 s in 4 of 6 runs of 3 replicas × 10+10
-/// against max_connections 40). A login there takes tens of milliseconds;
+/// growth lock and every request queued behind it waits too, and their
+/// refusals would come late. A login there takes tens of milliseconds;
 /// asking sooner costs at most one shared probe per `PROBE_TTL`.
 pub const STUCK_AFTER_AT_THE_LIMIT: Duration = Duration::from_millis(150);
 
@@ -83,9 +83,6 @@ impl Gatekeeper {
         };
         // A connection may have come back while this request waited.
         if must_open() {
-            if monitor.refused_lately(PROBE_TTL) {
-                return Gate::Refused(DbError::Refused);
-            }
             match Box::pin(monitor.attempt()).await {
                 ProbeOutcome::Accepted => {}
                 ProbeOutcome::Refused => return Gate::Refused(DbError::Refused),
@@ -97,14 +94,13 @@ impl Gatekeeper {
 
     /// Whether opening one more connection may be refused: the pool may grow
     /// past what PostgreSQL granted at the last sample, or nobody knows.
-    fn may_be_refused(&self, monitor: &Monitor) -> bool {
+    pub fn may_be_refused(&self, monitor: &Monitor) -> bool {
         if self.through_pooler {
             return false;
         }
-        match monitor.last_sample() {
-            Some(limits) => self.pool_max > limits.grantable_to_pool(),
-            None => true,
-        }
+        monitor
+            .grantable_to_pool()
+            .is_none_or(|grantable| self.pool_max > grantable)
     }
 
     /// Resolves, with the reason, once a request inside sqlx should give up:
