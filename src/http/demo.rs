@@ -58,17 +58,6 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
 
 async fn work_and_list(state: &AppState, work: Work) -> Result<Response, ApiError> {
     let pool_timeout = state.settings.database.pool_timeout;
-    // A turn under the pool's runtime limit first (free unless a sweep
-    // lowered it); waiting for it is waiting for the pool.
-    let started = std::time::Instant::now();
-    let Some(_turn) = state.limit.turnstile.admit(started + pool_timeout).await else {
-        return Err(ApiError::PoolTimeout {
-            waited: started.elapsed(),
-            pool_timeout,
-            live: state.live(),
-        });
-    };
-    let turn_wait = started.elapsed();
     let mut lease = state
         .pool
         .acquire()
@@ -81,7 +70,7 @@ async fn work_and_list(state: &AppState, work: Work) -> Result<Response, ApiErro
             "the schema is not migrated yet (waiting for the database)".into(),
         )));
     }
-    let pool_wait = turn_wait + lease.waited();
+    let pool_wait = lease.waited();
     // Boxed: the query's large state is allocated only once a connection is
     // held, not carried by every request still waiting for one.
     let slept = Box::pin(todos::list_after(&mut lease, work))

@@ -82,7 +82,7 @@ struct PgView {
 pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> {
     refresh_server_sample(&state);
     let db = &state.settings.database;
-    let live = state.live();
+    let live = state.pool.live();
     let opened = state.pool.opened_total();
     let server = state.pool.monitor().last_sample();
     let pooler = state.pool.pooler().and_then(|p| p.last());

@@ -43,10 +43,7 @@ impl AppState {
     pub fn new(settings: Settings, pool: Pool) -> AppState {
         let permits = settings.server.max_in_flight;
         let replica_header = poem::http::HeaderValue::from_str(&settings.database.replica).ok();
-        let limit = pool_limit::LimitControl::new(
-            settings.sweep.limit_control,
-            settings.database.pool_max(),
-        );
+        let limit = pool_limit::LimitControl::new(settings.sweep.limit_control, &pool);
         AppState {
             limit,
             settings,
@@ -58,14 +55,6 @@ impl AppState {
             live_sampling: Default::default(),
             migrated: AtomicBool::new(false),
         }
-    }
-
-    /// The pool's live counts; `waiting` includes requests waiting for a
-    /// turn under a lowered limit (see [`pool_limit::Turnstile`]).
-    pub fn live(&self) -> crate::contract::Live {
-        let mut live = self.pool.live();
-        live.waiting += self.limit.turnstile.waiting();
-        live
     }
 
     pub fn is_migrated(&self) -> bool {

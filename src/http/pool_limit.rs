@@ -18,11 +18,11 @@
 //!   service back at its configured pool within seconds. The sweep renews
 //!   while it runs and deletes the lease when it ends or is interrupted.
 //!
-//! The limit is applied through [`PoolLimit`]. [`Turnstile`] implements it
-//! in front of the pool: requests take one of `limit` turns before they ask
-//! the pool for a connection, first come first served, and a request that
-//! waits there longer than `DB_POOL_TIMEOUT` gets `pool_timeout` as from the
-//! pool itself; its wait counts as pool wait in `Server-Timing`.
+//! The limit is applied through [`PoolLimit`], which the pool implements
+//! (`Pool::set_limit`): requests beyond the limit wait at the pool, first
+//! come first served, as they do at its configured max — that wait is pool
+//! wait in `Server-Timing` and `waiting` in `/pool`, and ends in
+//! `pool_timeout` after `DB_POOL_TIMEOUT`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,11 +30,11 @@ use std::time::{Duration, Instant};
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
 use poem::{handler, IntoResponse, Request, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use super::AppState;
 pub use crate::contract::LimitReport;
+use crate::db::pool::Pool;
 
 /// Longest lease one request may ask for; the sweep renews every few seconds.
 pub const MAX_TTL_S: f64 = 3600.0;
@@ -49,109 +49,13 @@ pub trait PoolLimit: Send + Sync {
     fn set_limit(&self, limit: Option<u32>);
 }
 
-/// `limit` turns in front of the pool (see the module's docs).
-///
-/// Invariant, under `state`'s lock: the semaphore's permits (free + held by
-/// requests) − `debt` = `limit`. Lowering removes free permits at once and
-/// records the rest as debt; a request that returns a permit while there is
-/// debt forgets it instead of giving it back.
-pub struct Turnstile {
-    max: u32,
-    turns: Arc<Semaphore>,
-    state: Arc<Mutex<TurnState>>,
-    waiting: Arc<std::sync::atomic::AtomicU32>,
-}
-
-#[derive(Debug)]
-struct TurnState {
-    limit: u32,
-    debt: u32,
-}
-
-/// One request's turn; given back (or forgotten, see [`Turnstile`]) on drop.
-pub struct Admitted {
-    permit: Option<OwnedSemaphorePermit>,
-    state: Arc<Mutex<TurnState>>,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut state = self.state.lock().expect("not poisoned");
-        if let Some(permit) = self.permit.take() {
-            if state.debt > 0 {
-                state.debt -= 1;
-                permit.forget();
-            }
-        }
-    }
-}
-
-impl Turnstile {
-    pub fn new(max: u32) -> Turnstile {
-        Turnstile {
-            max,
-            turns: Arc::new(Semaphore::new(max as usize)),
-            state: Arc::new(Mutex::new(TurnState {
-                limit: max,
-                debt: 0,
-            })),
-            waiting: Default::default(),
-        }
-    }
-
-    /// A turn, or `None` when `deadline` passed first.
-    pub async fn admit(&self, deadline: Instant) -> Option<Admitted> {
-        use std::sync::atomic::Ordering;
-        let turns = self.turns.clone();
-        let permit = match turns.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                // Counted down however the wait ends, the request dropped included.
-                struct Counted<'a>(&'a std::sync::atomic::AtomicU32);
-                impl Drop for Counted<'_> {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                self.waiting.fetch_add(1, Ordering::Relaxed);
-                let _counted = Counted(&self.waiting);
-                tokio::time::timeout_at(deadline.into(), turns.acquire_owned())
-                    .await
-                    .ok()?
-                    .ok()?
-            }
-        };
-        Some(Admitted {
-            permit: Some(permit),
-            state: self.state.clone(),
-        })
-    }
-
-    /// Requests waiting here for a turn (not yet waiting at the pool).
-    pub fn waiting(&self) -> u32 {
-        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl PoolLimit for Turnstile {
+impl PoolLimit for Pool {
     fn limit(&self) -> u32 {
-        self.state.lock().expect("not poisoned").limit
+        Pool::limit(self)
     }
 
     fn set_limit(&self, limit: Option<u32>) {
-        let wanted = limit.unwrap_or(self.max).clamp(1, self.max);
-        let mut state = self.state.lock().expect("not poisoned");
-        if wanted < state.limit {
-            let remove = state.limit - wanted;
-            let removed = self.turns.forget_permits(remove as usize) as u32;
-            state.debt += remove - removed;
-        } else if wanted > state.limit {
-            let add = wanted - state.limit;
-            let forgiven = add.min(state.debt);
-            state.debt -= forgiven;
-            self.turns.add_permits((add - forgiven) as usize);
-        }
-        state.limit = wanted;
+        Pool::set_limit(self, limit)
     }
 }
 
@@ -218,19 +122,15 @@ pub struct LimitControl {
     pub max: u32,
     /// What enforces the limit.
     pub pool: Arc<dyn PoolLimit>,
-    /// The turns in front of the pool (see [`Turnstile`]).
-    pub turnstile: Arc<Turnstile>,
     lease: Arc<Mutex<LimitLease>>,
 }
 
 impl LimitControl {
-    pub fn new(enabled: bool, max: u32) -> LimitControl {
-        let turnstile = Arc::new(Turnstile::new(max));
+    pub fn new(enabled: bool, pool: &Pool) -> LimitControl {
         LimitControl {
             enabled,
-            max,
-            pool: turnstile.clone(),
-            turnstile,
+            max: pool.settings().pool_max(),
+            pool: Arc::new(pool.clone()),
             lease: Default::default(),
         }
     }
@@ -405,37 +305,5 @@ mod tests {
             err.contains("from 1 to 20") && err.contains("lowered"),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn the_turnstile_lets_limit_requests_in_and_follows_changes() {
-        let t = Turnstile::new(4);
-        let soon = || Instant::now() + Duration::from_millis(50);
-        let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| t.admit(soon())))
-            .await
-            .into_iter()
-            .map(Option::unwrap)
-            .collect();
-        assert!(t.admit(soon()).await.is_none(), "a fifth turn at limit 4");
-        // Lowered to 2 while 4 are held: two returns are forgotten.
-        t.set_limit(Some(2));
-        assert_eq!(t.limit(), 2);
-        drop(held);
-        let a = t.admit(soon()).await.unwrap();
-        let b = t.admit(soon()).await.unwrap();
-        assert!(t.admit(soon()).await.is_none(), "a third turn at limit 2");
-        // Back up while both are held: the third gets in at once.
-        t.set_limit(None);
-        assert_eq!(t.limit(), 4);
-        let c = t.admit(soon()).await.unwrap();
-        let d = t.admit(soon()).await.unwrap();
-        assert!(t.admit(soon()).await.is_none());
-        drop((a, b, c, d));
-        // Lowered with all turns free: removed at once.
-        t.set_limit(Some(1));
-        let e = t.admit(soon()).await.unwrap();
-        assert!(t.admit(soon()).await.is_none());
-        drop(e);
-        assert!(t.admit(soon()).await.is_some());
     }
 }

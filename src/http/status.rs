@@ -108,7 +108,7 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
             sleep_max: state.settings.demo.sleep_max,
             db_cores: state.settings.sweep.db_cores,
         },
-        live: state.live(),
+        live: state.pool.live(),
         postgres,
         postgres_error,
         replicas,
