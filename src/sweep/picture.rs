@@ -15,7 +15,7 @@ const W: f64 = 480.0;
 const H: f64 = 260.0;
 const LEFT: f64 = 52.0;
 const RIGHT: f64 = 14.0;
-const TOP: f64 = 30.0;
+const TOP: f64 = 42.0;
 const BOTTOM: f64 = 40.0;
 
 fn escape(s: &str) -> String {
@@ -92,13 +92,18 @@ fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]
         (LEFT + W - RIGHT) / 2.0,
         H - 8.0
     );
-    for mark in marks {
+    // Labels beside their line, on the inner side, one row each.
+    for (k, mark) in marks.iter().enumerate() {
         if let Some(i) = limits.iter().position(|l| *l == mark.limit) {
+            let (tx, anchor) = if x(i) > (LEFT + W - RIGHT) / 2.0 {
+                (x(i) - 3.0, "end")
+            } else {
+                (x(i) + 3.0, "start")
+            };
             let _ = write!(
                 svg,
-                r##"<line x1="{X:.1}" y1="{TOP}" x2="{X:.1}" y2="{floor}" stroke="{c}" stroke-dasharray="5 4"/><text x="{:.1}" y="{:.1}" font-size="11" fill="{c}">{}</text>"##,
-                x(i) + 3.0,
-                TOP + 10.0,
+                r##"<line x1="{X:.1}" y1="{TOP}" x2="{X:.1}" y2="{floor}" stroke="{c}" stroke-dasharray="5 4"/><text x="{tx:.1}" y="{:.1}" font-size="11" fill="{c}" text-anchor="{anchor}">{}</text>"##,
+                TOP + 12.0 + 13.0 * k as f64,
                 escape(mark.label),
                 X = x(i),
                 c = mark.colour,
@@ -130,17 +135,17 @@ fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]
             );
         }
     }
-    // The legend, top right.
-    let mut lx = W - RIGHT;
-    for line in lines.iter().rev() {
-        lx -= 16.0 + 6.0 * line.name.chars().count() as f64;
+    // The legend, under the title.
+    let mut lx = LEFT;
+    for line in lines {
         let _ = write!(
             svg,
-            r##"<rect x="{lx:.1}" y="9" width="10" height="10" fill="{c}"/><text x="{:.1}" y="18" font-size="11">{}</text>"##,
+            r##"<rect x="{lx:.1}" y="24" width="10" height="10" fill="{c}"/><text x="{:.1}" y="33" font-size="11">{}</text>"##,
             lx + 13.0,
             escape(line.name),
             c = line.colour
         );
+        lx += 24.0 + 6.5 * line.name.chars().count() as f64;
     }
     svg.push_str("</svg>");
     svg
@@ -296,6 +301,10 @@ mod tests {
         };
         render::conclude(&mut r);
         assert_eq!((r.knee, r.best), (Some(4), Some(4)));
+        assert_eq!(
+            r.comparison.as_deref(),
+            Some("cores × 2 = 2 × 2 = 4: the knee is right there")
+        );
         let page = html(&r);
         assert!(page.contains("knee 4") && page.contains("cores × 2 = 4"));
         assert!(!page.contains("<script") && !page.contains("src="));

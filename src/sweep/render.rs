@@ -76,12 +76,24 @@ pub fn conclude(r: &mut SweepReport) {
     let (kneed, top) = (&r.steps[k], &r.steps[best]);
     r.knee = Some(kneed.limit);
     r.best = Some(top.limit);
-    r.comparison = Some(knee::against_cores(kneed.limit, r.db_cores));
     let largest = r
         .steps
         .iter()
         .max_by_key(|s| s.limit)
         .expect("a knee has steps");
+    r.comparison = Some(if largest.limit == kneed.limit && r.steps.len() > 1 {
+        // Still climbing: the knee, if any, lies beyond what was measured.
+        match r.db_cores {
+            Some(c) => format!(
+                "cores × 2 = {c} × 2 = {}: no knee up to {} (throughput still grows)",
+                c * 2,
+                largest.limit
+            ),
+            None => knee::against_cores(kneed.limit, None),
+        }
+    } else {
+        knee::against_cores(kneed.limit, r.db_cores)
+    });
     r.recommendation = Some(if largest.limit == kneed.limit {
         format!(
             "throughput still grows at the largest limit measured ({}): for work={} the \
@@ -137,4 +149,69 @@ pub fn conclusion(r: &SweepReport) -> String {
         let _ = writeln!(out, "recommendation: {rec}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::stats::summarise;
+
+    fn report(curve: &[(u32, f64)], db_cores: Option<u32>) -> SweepReport {
+        let mut r = SweepReport {
+            url: "http://app:8080/test/postgres/?work=cpu".into(),
+            work: "cpu".into(),
+            clients: 40,
+            step_seconds: 10.0,
+            warmup_seconds: 2.0,
+            pool_max: 20,
+            db_cores,
+            steps: curve
+                .iter()
+                .map(|(limit, rps)| {
+                    let mut s = summarise(*limit, 10.0, &[], &[]);
+                    s.rps = *rps;
+                    s
+                })
+                .collect(),
+            knee: None,
+            best: None,
+            cores_x2: db_cores.map(|c| c * 2),
+            comparison: None,
+            recommendation: None,
+            interrupted: false,
+        };
+        conclude(&mut r);
+        r
+    }
+
+    #[test]
+    fn a_curve_still_climbing_has_no_knee_to_compare() {
+        let r = report(&[(1, 10.0), (2, 20.0), (4, 40.0)], Some(2));
+        assert_eq!(r.knee, Some(4));
+        assert_eq!(
+            r.comparison.as_deref(),
+            Some("cores × 2 = 2 × 2 = 4: no knee up to 4 (throughput still grows)")
+        );
+        assert!(r
+            .recommendation
+            .unwrap()
+            .starts_with("throughput still grows"));
+    }
+
+    #[test]
+    fn past_the_knee_the_recommendation_caps_the_pool() {
+        let r = report(
+            &[(1, 33.0), (2, 66.0), (4, 72.0), (8, 70.0), (20, 60.0)],
+            None,
+        );
+        assert_eq!((r.knee, r.best), (Some(4), Some(4)));
+        let rec = r.recommendation.unwrap();
+        assert!(rec.starts_with("cap this service's connections to this database at about 4"));
+        assert!(
+            rec.contains("at 20 the database served 60 req/s instead of 72"),
+            "{rec}"
+        );
+        assert!(r.comparison.unwrap().contains("unknown"));
+        assert!(conclusion(&report(&[], None)).contains("no request was served"));
+    }
 }
