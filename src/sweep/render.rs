@@ -67,9 +67,11 @@ pub fn row(s: &Step) -> String {
 pub fn conclude(r: &mut SweepReport) {
     let points: Vec<(u32, f64)> = r.steps.iter().map(|s| (s.limit, s.rps)).collect();
     let Some(k) = knee::knee(&points) else {
-        r.recommendation = Some(
-            "no request was served: nothing to recommend (is the service healthy?)".to_owned(),
-        );
+        r.recommendation = Some(if r.steps.is_empty() {
+            "no step finished: nothing to recommend".to_owned()
+        } else {
+            "no request was served: nothing to recommend (is the service healthy?)".to_owned()
+        });
         return;
     };
     let best = knee::best(&points).unwrap_or(k);
@@ -212,6 +214,7 @@ mod tests {
             "{rec}"
         );
         assert!(r.comparison.unwrap().contains("unknown"));
-        assert!(conclusion(&report(&[], None)).contains("no request was served"));
+        assert!(conclusion(&report(&[], None)).contains("no step finished"));
+        assert!(conclusion(&report(&[(1, 0.0)], None)).contains("no request was served"));
     }
 }
