@@ -31,6 +31,22 @@ pub struct PoolReport {
     pub budget: Option<Budget>,
     /// Requests served at once: `budget.concurrency`.
     pub concurrency: Option<u32>,
+    /// The pool's limit in force (lowered for a while by `poolscope sweep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitReport>,
+}
+
+/// The pool's runtime limit (`GET /pool/limit`, and `limit` in `/pool`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LimitReport {
+    /// Whether `POST /pool/limit` is allowed (`POOL_LIMIT_CONTROL`).
+    pub control: bool,
+    /// The configured maximum: `DB_POOL_SIZE + DB_MAX_OVERFLOW`.
+    pub max: u32,
+    /// Connections requests may hold at once now: `max` unless lowered.
+    pub limit: u32,
+    /// While lowered: seconds until the lease runs out unless renewed.
+    pub lease_expires_in_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +61,10 @@ pub struct Configured {
     pub statement_timeout_s: f64,
     pub sleep_seconds: f64,
     pub sleep_max: f64,
+    /// The database's cores (`DB_CORES`), when the operator said; the sweep
+    /// compares its knee with cores × 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_cores: Option<u32>,
 }
 
 /// What this replica's pool holds right now.
@@ -70,6 +90,25 @@ pub struct Postgres {
     /// Slots this replica's pool can get / all replicas together.
     pub grantable_to_pool: u32,
     pub grantable_to_service: u32,
+    /// What the backends are doing and how long a trivial query takes.
+    #[serde(default)]
+    pub activity: Activity,
+}
+
+/// What PostgreSQL's client backends are doing right now, as the service's
+/// role sees them (its own sessions; everyone's with `pg_read_all_stats`),
+/// and what any other client of the database waits for a trivial query.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Activity {
+    /// Client backends running a statement (`state = 'active'`), the
+    /// monitor's own excluded.
+    pub active: u32,
+    /// Of those, the ones waiting for a lock (`wait_event_type = 'Lock'`):
+    /// row locks under `?work=hot`.
+    pub lock_waiters: u32,
+    /// Round trip of `SELECT 1` on the monitor connection (outside the
+    /// pool), in microseconds.
+    pub probe_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -113,6 +152,8 @@ pub struct ServerLimits {
     pub backends_service_all: u32,
     /// Replicas with a monitor connection, and the backends of each one's pool.
     pub replicas: Vec<ReplicaBackends>,
+    #[serde(default)]
+    pub activity: Activity,
 }
 
 impl ServerLimits {
@@ -154,6 +195,8 @@ pub enum ErrorKind {
     NotFound,
     MethodNotAllowed,
     ClientClosed,
+    /// A control the service's settings keep off (`POOL_LIMIT_CONTROL`).
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -337,6 +380,7 @@ mod tests {
                 statement_timeout_s: 65.0,
                 sleep_seconds: 5.0,
                 sleep_max: 60.0,
+                db_cores: Some(2),
             },
             live: Live {
                 open: 10,
@@ -352,6 +396,11 @@ mod tests {
                 backends_service_all: 30,
                 grantable_to_pool: 14,
                 grantable_to_service: 34,
+                activity: Activity {
+                    active: 12,
+                    lock_waiters: 7,
+                    probe_us: 2100,
+                },
             }),
             postgres_error: None,
             replicas: vec![ReplicaBackends {
@@ -370,6 +419,12 @@ mod tests {
                 .budget(),
             ),
             concurrency: Some(34),
+            limit: Some(LimitReport {
+                control: true,
+                max: 20,
+                limit: 4,
+                lease_expires_in_s: Some(12.5),
+            }),
         };
         let text = serde_json::to_string(&report).unwrap();
         assert!(text.contains(r#""limited_by":"PostgreSQL""#), "{text}");

@@ -1,6 +1,7 @@
 //! poolscope: see how an async service's connection pool and PostgreSQL's
 //! `max_connections` behave under load. One binary: `serve` (the demo
-//! service), `migrate`, and `client` (the load client).
+//! service), `migrate`, `client` (the load client) and `sweep` (the pool
+//! limit against throughput).
 
 pub mod budget;
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod secret;
 pub mod settings;
 pub mod shutdown;
 pub mod startup;
+pub mod sweep;
 pub mod telemetry;

@@ -19,7 +19,7 @@ const EXIT_USAGE: u8 = 2;
 const EVENT_INTERVAL: u32 = 16;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(poolscope::cli::args_from(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .event_interval(EVENT_INTERVAL)
         .enable_all()
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Client(args) => client::run(args).await,
+        Command::Sweep(args) => poolscope::sweep::run(args).await,
         Command::Healthcheck { url } => client::healthcheck(url).await,
         Command::Serve => match load_settings() {
             Ok(settings) => serve(settings).await,

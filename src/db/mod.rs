@@ -1,8 +1,8 @@
 //! Everything that talks to PostgreSQL: the pool and its whole acquire path
-//! ([`pool`]), the demo's table and query ([`todos`]), the server's own
-//! limits ([`server_info`]), the mapping of driver errors onto what a user
-//! should be told ([`errors`]) and opening connections without stalling
-//! under load ([`login`]).
+//! ([`pool`]), the demo's table and queries ([`todos`], with the workloads
+//! of [`workloads`]), the server's own limits ([`server_info`]), the mapping
+//! of driver errors onto what a user should be told ([`errors`]) and opening
+//! connections without stalling under load ([`login`]).
 
 pub mod check;
 pub mod errors;
@@ -12,6 +12,7 @@ pub mod pooler;
 pub mod server_info;
 pub mod standing;
 pub mod todos;
+pub mod workloads;
 
 /// `application_name` prefixes; each connection carries `PREFIX:<replica>`
 /// (see [`application_name`]), so that `pg_stat_activity` tells this

@@ -82,6 +82,12 @@ WHERE backend_type = 'client backend' AND usename = current_user \
   AND (starts_with(application_name, $1) OR starts_with(application_name, $2)) \
 GROUP BY 1 ORDER BY 1";
 
+/// What the client backends are doing (see [`crate::contract::Activity`]).
+const ACTIVITY_SQL: &str = "\
+SELECT count(*) FILTER (WHERE state = 'active')::int4, \
+       count(*) FILTER (WHERE state = 'active' AND wait_event_type = 'Lock')::int4 \
+FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()";
+
 impl Monitor {
     pub fn new(settings: &DatabaseSettings) -> Monitor {
         let options = settings
@@ -151,6 +157,14 @@ impl Monitor {
     }
 
     async fn read_limits(&self, conn: &mut PgConnection) -> Result<ServerLimits, sqlx::Error> {
+        // First, before this sample's own queries: what another client of
+        // the database waits for a trivial answer right now.
+        let probe_started = Instant::now();
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        let probe_us = probe_started.elapsed().as_micros() as u64;
+        let (active, lock_waiters) = sqlx::query_as::<_, (i32, i32)>(ACTIVITY_SQL)
+            .fetch_one(&mut *conn)
+            .await?;
         let (max, reserved, total) = sqlx::query_as::<_, (i32, i32, i32)>(LIMITS_SQL)
             .fetch_one(&mut *conn)
             .await?;
@@ -187,6 +201,11 @@ impl Monitor {
                 .map(|(_, n)| count(*n))
                 .sum(),
             replicas,
+            activity: crate::contract::Activity {
+                active: count(active),
+                lock_waiters: count(lock_waiters),
+                probe_us,
+            },
         })
     }
 

@@ -1,9 +1,10 @@
-//! The demo's table and its one query.
+//! The demo's table and its queries.
 //!
-//! The route must sleep in PostgreSQL and read the 50 rows on every request,
-//! as the original did with two statements. Here both happen in one
-//! statement — one round trip, prepared once per connection — and the same
-//! statement reports the backend's pid for the `X-Backend-Pid` header.
+//! The route must sleep in PostgreSQL (or do one of the other workloads, see
+//! [`super::workloads`]) and read the 50 rows on every request, as the
+//! original did with two statements. Here both happen in one statement — one
+//! round trip, prepared once per connection — and the same statement reports
+//! the backend's pid for the `X-Backend-Pid` header.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 use super::errors::DbError;
 use super::pool::Lease;
+use super::workloads::Work;
 
 /// One row of `todos`, serialised as the original demo did.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize)]
@@ -45,23 +47,32 @@ pub struct SleptRows {
     pub before_start: Duration,
 }
 
-/// `MATERIALIZED` makes the sleep run exactly once, before any row is read,
-/// whatever join order the planner picks.
-const LIST_AFTER_SLEEP_SQL: &str = "\
-WITH slept AS MATERIALIZED (SELECT pg_backend_pid() AS backend_pid, \
-  (extract(epoch FROM statement_timestamp()) * 1000000)::int8 AS started_us FROM pg_sleep($1)) \
-SELECT slept.backend_pid, t.id, t.title, t.done, t.priority, slept.started_us \
-FROM slept CROSS JOIN todos t ORDER BY t.id";
-
 /// `SELECT pg_sleep(seconds)`, then every todo in id order.
 pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRows, DbError> {
+    list_after(lease, Work::Sleep { seconds }).await
+}
+
+/// `count(*)` over `rows` generated rows (CPU, no wall time), then every todo.
+pub async fn list_after_cpu(lease: &mut Lease, rows: u32) -> Result<SleptRows, DbError> {
+    list_after(lease, Work::Cpu { rows }).await
+}
+
+/// One of `rows` hot rows updated in the same short transaction that reads
+/// every todo, so concurrent requests wait on each other's row locks.
+pub async fn list_after_hot(lease: &mut Lease, rows: u32) -> Result<SleptRows, DbError> {
+    list_after(lease, Work::Hot { rows }).await
+}
+
+/// The workload's statement (see [`super::workloads`]), then every todo in id order.
+pub async fn list_after(lease: &mut Lease, work: Work) -> Result<SleptRows, DbError> {
     let span = tracing::info_span!(
         "db.query",
         otel.kind = "client",
         db.system = "postgresql",
         db.operation = "SELECT",
-        db.statement = LIST_AFTER_SLEEP_SQL,
-        db.sleep_seconds = seconds,
+        db.statement = work.sql(),
+        db.work = work.name(),
+        db.sleep_seconds = work.sleep_seconds(),
         db.backend_pid = Empty,
         db.pooler_wait_ms = Empty,
         otel.status_code = Empty,
@@ -69,12 +80,7 @@ pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRo
     let started = Instant::now();
     let sent_at = SystemTime::now();
     let result = lease
-        .run(async |conn| {
-            sqlx::query(LIST_AFTER_SLEEP_SQL)
-                .bind(seconds)
-                .fetch_all(conn)
-                .await
-        })
+        .run(async |conn| work.query().fetch_all(conn).await)
         .instrument(span.clone())
         .await;
     let db_time = started.elapsed();

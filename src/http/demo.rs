@@ -1,5 +1,7 @@
-//! `GET /test/postgres/?seconds=S` — the demo: wait for a pooled connection,
-//! `pg_sleep(S)` in PostgreSQL, read the 50 rows, answer `{"data":[…]}`.
+//! `GET /test/postgres/?seconds=S&work=sleep|cpu|hot` — the demo: wait for a
+//! pooled connection, `pg_sleep(S)` in PostgreSQL (or burn `CPU_ROWS` of CPU,
+//! or update one of `HOT_ROWS` hot rows: see [`crate::db::workloads`]), read
+//! the 50 rows, answer `{"data":[…]}`.
 //! `Server-Timing` says where the time went: `pool` (waiting for a
 //! connection of the app's pool), `pooler` (from sending the statement to
 //! PostgreSQL starting it: the wait inside PgBouncer, if any) and `db` (the
@@ -19,6 +21,7 @@ use super::AppState;
 use crate::contract::ServerTiming;
 use crate::db::errors::DbError;
 use crate::db::todos::{self, Model};
+use crate::db::workloads::{Work, WORK_NAMES};
 use crate::settings::{parse_seconds, DemoSettings};
 
 /// Per-request timings, left in the response's extensions for the access log.
@@ -44,17 +47,17 @@ pub async fn test_postgres(req: &Request, state: Data<&Arc<AppState>>) -> poem::
         .map_err(|_| ApiError::Overloaded {
             limit: state.settings.server.max_in_flight,
         })?;
-    let seconds = requested_seconds(req.uri().query(), &state.settings.demo)?;
+    let work = requested_work(req.uri().query(), &state.settings.demo)?;
     // A client that hangs up must not keep its statement sleeping on the
     // server: losing this race drops the work and with it the lease.
     let gone = ClientGone::of(req);
     tokio::select! {
-        answer = sleep_and_list(&state, seconds) => Ok(answer?),
+        answer = work_and_list(&state, work) => Ok(answer?),
         _ = gone.cancelled() => Err(ApiError::ClientClosed.into()),
     }
 }
 
-async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiError> {
+async fn work_and_list(state: &AppState, work: Work) -> Result<Response, ApiError> {
     let pool_timeout = state.settings.database.pool_timeout;
     let mut lease = state
         .pool
@@ -71,7 +74,7 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
     let pool_wait = lease.waited();
     // Boxed: the query's large state is allocated only once a connection is
     // held, not carried by every request still waiting for one.
-    let slept = Box::pin(todos::list_after_sleep(&mut lease, seconds))
+    let slept = Box::pin(todos::list_after(&mut lease, work))
         .await
         .map_err(ApiError::Db)?;
     drop(lease);
@@ -97,28 +100,72 @@ async fn sleep_and_list(state: &AppState, seconds: f64) -> Result<Response, ApiE
             .insert("X-Backend-Pid", HeaderValue::from(pid));
     }
     resp.extensions_mut().insert(Timing {
-        seconds,
+        seconds: work.sleep_seconds(),
         pool_wait,
         db_time: Some(slept.db_time),
     });
     Ok(resp)
 }
 
-/// `seconds` from the query string: absent → `SLEEP_SECONDS`; present, it must
-/// be a finite number from 0 to `SLEEP_MAX`, given once.
-pub fn requested_seconds(query: Option<&str>, demo: &DemoSettings) -> Result<f64, ApiError> {
+/// `work` and `seconds` from the query string. `work` absent → `sleep`;
+/// present, one of [`WORK_NAMES`], given once. `seconds` belongs to `sleep`
+/// only (see [`requested_seconds`]); the sizes of `cpu` and `hot` are the
+/// settings `CPU_ROWS` and `HOT_ROWS`.
+pub fn requested_work(query: Option<&str>, demo: &DemoSettings) -> Result<Work, ApiError> {
+    let work = match only_once(query, "work", "?work=cpu")? {
+        None => "sleep".to_owned(),
+        Some(raw) => raw,
+    };
+    match work.as_str() {
+        "sleep" => Ok(Work::Sleep {
+            seconds: requested_seconds(query, demo)?,
+        }),
+        "cpu" | "hot" if only_once(query, "seconds", "?seconds=5")?.is_some() => {
+            Err(ApiError::BadRequest(format!(
+                "seconds: applies to work=sleep only; work={work} has a fixed size \
+                 (CPU_ROWS, HOT_ROWS)"
+            )))
+        }
+        "cpu" => Ok(Work::Cpu {
+            rows: demo.cpu_rows,
+        }),
+        "hot" => Ok(Work::Hot {
+            rows: demo.hot_rows,
+        }),
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            Err(ApiError::BadRequest(format!(
+                "work: expected one of {}, got \"{}\"",
+                WORK_NAMES.join(", "),
+                shown.escape_default()
+            )))
+        }
+    }
+}
+
+/// The value of `key`, which may be given at most once.
+fn only_once(query: Option<&str>, key: &str, example: &str) -> Result<Option<String>, ApiError> {
     let mut found: Option<String> = None;
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        if key == "seconds" {
+    for (k, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if k == key {
             if found.is_some() {
-                return Err(ApiError::BadRequest(
-                    "seconds: give it once, e.g. ?seconds=5".into(),
-                ));
+                let hint = if example.is_empty() {
+                    String::new()
+                } else {
+                    format!(", e.g. {example}")
+                };
+                return Err(ApiError::BadRequest(format!("{key}: give it once{hint}")));
             }
             found = Some(value.into_owned());
         }
     }
-    let Some(raw) = found else {
+    Ok(found)
+}
+
+/// `seconds` from the query string: absent → `SLEEP_SECONDS`; present, it must
+/// be a finite number from 0 to `SLEEP_MAX`, given once.
+pub fn requested_seconds(query: Option<&str>, demo: &DemoSettings) -> Result<f64, ApiError> {
+    let Some(raw) = only_once(query, "seconds", "?seconds=5")? else {
         return Ok(demo.sleep_seconds);
     };
     match parse_seconds(&raw, 0.0, demo.sleep_max) {

@@ -29,6 +29,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("method not allowed; this route answers GET")]
     MethodNotAllowed,
+    /// A control the settings keep off.
+    #[error("{0}")]
+    Forbidden(String),
     /// The client hung up; nobody reads this answer, but the log does.
     #[error("the client closed the connection before the answer")]
     ClientClosed,
@@ -60,6 +63,7 @@ impl ApiError {
             ApiError::Overloaded { .. } => ErrorKind::Overloaded,
             ApiError::NotFound(_) => ErrorKind::NotFound,
             ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
+            ApiError::Forbidden(_) => ErrorKind::Forbidden,
             ApiError::ClientClosed => ErrorKind::ClientClosed,
         }
     }
@@ -110,6 +114,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             // nginx's "client closed request"; never seen by the client.
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Db(DbError::StatementTimeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -232,6 +237,12 @@ mod tests {
                 405,
                 None,
                 ErrorKind::MethodNotAllowed,
+            ),
+            (
+                ApiError::Forbidden("off".into()),
+                403,
+                None,
+                ErrorKind::Forbidden,
             ),
         ];
         for (error, status, retry, kind) in cases {

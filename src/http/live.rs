@@ -62,6 +62,8 @@ struct PoolView {
     oldest_wait_s: f64,
     opened: u64,
     closed: u64,
+    /// The limit in force (lowered for a while by `poolscope sweep`).
+    limit: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +73,9 @@ struct PgView {
     backends_total: u32,
     backends_service: u32,
     grantable: u32,
+    /// Backends running a statement, and those of them waiting on a lock.
+    active: u32,
+    lock_waiters: u32,
 }
 
 #[handler]
@@ -98,6 +103,7 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             oldest_wait_s: state.pool.oldest_wait().as_secs_f64(),
             opened,
             closed: state.pool.closed_total(),
+            limit: state.limit.pool.limit(),
         },
         postgres: server.map(|s| PgView {
             max_connections: s.max_connections,
@@ -105,6 +111,8 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             backends_total: s.backends_total,
             backends_service: s.backends_service_all,
             grantable: s.grantable_to_service(),
+            active: s.activity.active,
+            lock_waiters: s.activity.lock_waiters,
         }),
         budget,
         run: state.runlog.view(since.run, since.after),

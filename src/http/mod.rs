@@ -6,6 +6,7 @@ pub mod disconnect;
 pub mod error;
 pub mod live;
 pub mod observe;
+pub mod pool_limit;
 pub mod server;
 pub mod status;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub runlog: crate::runlog::RunLog,
     /// A background sample for the live page is under way.
     pub live_sampling: std::sync::atomic::AtomicBool,
+    /// The pool's runtime limit (`POST /pool/limit`, for the sweep).
+    pub limit: pool_limit::LimitControl,
     /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
     pub replica_header: Option<poem::http::HeaderValue>,
     migrated: AtomicBool,
@@ -51,7 +54,9 @@ impl AppState {
                 pooler: scraped.pooler().and_then(|p| p.last()),
             }
         });
+        let limit = pool_limit::LimitControl::new(settings.sweep.limit_control, &pool);
         AppState {
+            limit,
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
@@ -80,6 +85,12 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/healthz", get(status::healthz))
         .at("/readyz", get(status::readyz))
         .at("/pool", get(status::pool))
+        .at(
+            "/pool/limit",
+            get(pool_limit::get_limit)
+                .post(pool_limit::post_limit)
+                .delete(pool_limit::delete_limit),
+        )
         .at("/metrics", get(status::metrics))
         .at("/", get(live::page))
         .at("/live", get(live::live));
@@ -93,7 +104,8 @@ fn error_response(err: poem::Error) -> Response {
     }
     let api = if err.is::<NotFoundError>() {
         ApiError::NotFound(
-            "this path; try /, /test/postgres/, /pool, /live, /healthz, /readyz, /metrics".into(),
+            "this path; try /, /test/postgres/, /pool, /pool/limit, /live, /healthz, /readyz, /metrics"
+                .into(),
         )
     } else if err.is::<MethodNotAllowedError>() {
         ApiError::MethodNotAllowed

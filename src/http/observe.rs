@@ -26,6 +26,7 @@ pub fn route_of(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/pool" => "/pool",
+        "/pool/limit" => "/pool/limit",
         "/metrics" => "/metrics",
         "/" => "/",
         "/live" => "/live",

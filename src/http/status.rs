@@ -79,6 +79,7 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
                 backends_service_all: limits.backends_service_all,
                 grantable_to_pool: limits.grantable_to_pool(),
                 grantable_to_service: limits.grantable_to_service(),
+                activity: limits.activity,
             }),
             None,
             limits.replicas,
@@ -98,6 +99,7 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
             statement_timeout_s: db.statement_timeout.as_secs_f64(),
             sleep_seconds: state.settings.demo.sleep_seconds,
             sleep_max: state.settings.demo.sleep_max,
+            db_cores: state.settings.sweep.db_cores,
         },
         live: state.pool.live(),
         postgres,
@@ -107,5 +109,6 @@ pub async fn pool_report(state: &AppState) -> PoolReport {
         pooler_error,
         budget: known.then_some(budget),
         concurrency: known.then_some(budget.concurrency),
+        limit: Some(state.limit.report()),
     }
 }

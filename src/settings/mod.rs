@@ -49,6 +49,14 @@ pub const DEFAULTS: &[(&str, Option<&str>)] = &[
     ("DB_STATEMENT_TIMEOUT", None),
     ("SLEEP_SECONDS", Some("5")),
     ("SLEEP_MAX", Some("60")),
+    // `?work=cpu`: rows counted by `count(*)` over `generate_series` (CPU only).
+    ("CPU_ROWS", Some("100000")),
+    // `?work=hot`: how many rows the requests' updates share.
+    ("HOT_ROWS", Some("5")),
+    // The database's cores, for the sweep's `cores × 2` (unset: unknown).
+    ("DB_CORES", None),
+    // Lets `POST /pool/limit` lower the pool's limit for a while (the sweep).
+    ("POOL_LIMIT_CONTROL", Some("false")),
     ("APP_HOST", Some("0.0.0.0")),
     ("APP_PORT", Some("8080")),
     ("MAX_IN_FLIGHT", Some("10000")),
@@ -65,7 +73,19 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub demo: DemoSettings,
     pub server: ServerSettings,
+    pub sweep: SweepSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// What `poolscope sweep` may do to the service, and what it is told.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    /// `DB_CORES`: the database server's cores, when known.
+    pub db_cores: Option<u32>,
+    /// `POOL_LIMIT_CONTROL`: whether `POST /pool/limit` may lower the pool's
+    /// limit at run time (off by default: an open port must not be able to
+    /// throttle the service).
+    pub limit_control: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +117,10 @@ impl DatabaseSettings {
 pub struct DemoSettings {
     pub sleep_seconds: f64,
     pub sleep_max: f64,
+    /// `?work=cpu`: `count(*)` over this many generated rows.
+    pub cpu_rows: u32,
+    /// `?work=hot`: one of this many rows is updated per request.
+    pub hot_rows: u32,
 }
 
 #[derive(Debug, Clone)]

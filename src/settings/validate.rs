@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     DatabaseSettings, DemoSettings, LogFormat, OtlpProtocol, ServerSettings, SettingError,
-    Settings, SettingsErrors, TelemetrySettings,
+    Settings, SettingsErrors, SweepSettings, TelemetrySettings,
 };
 use crate::secret::DatabaseUrl;
 
@@ -15,6 +15,11 @@ use crate::secret::DatabaseUrl;
 const MAX_POOL_PART: u64 = 10_000;
 /// Shortest timeout accepted: below this, ordinary scheduling noise looks like a failure.
 const MIN_TIMEOUT: f64 = 0.25;
+/// Most rows `?work=cpu` may count: about 3 s of one core, well inside any
+/// sensible `statement_timeout`.
+const MAX_CPU_ROWS: u64 = 10_000_000;
+/// Most hot rows: far beyond where row locks stop mattering.
+const MAX_HOT_ROWS: u64 = 100_000;
 /// Longest duration accepted for any setting (one day).
 const MAX_SECONDS: f64 = 86_400.0;
 
@@ -47,10 +52,17 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
     let connect_timeout = v.seconds("DB_CONNECT_TIMEOUT", MIN_TIMEOUT);
     let sleep_max = v.seconds("SLEEP_MAX", 0.0);
     let sleep_seconds = v.seconds("SLEEP_SECONDS", 0.0);
+    let cpu_rows = v.whole("CPU_ROWS", 1, MAX_CPU_ROWS);
+    let hot_rows = v.whole("HOT_ROWS", 1, MAX_HOT_ROWS);
     let statement_timeout = match raw.get("DB_STATEMENT_TIMEOUT") {
         Some(_) => v.seconds("DB_STATEMENT_TIMEOUT", MIN_TIMEOUT),
         None => sleep_max.map(|max| max + Duration::from_secs(5)),
     };
+    let db_cores = match raw.get("DB_CORES") {
+        Some(_) => v.whole("DB_CORES", 1, 4096).map(|n| Some(n as u32)),
+        None => Some(None),
+    };
+    let limit_control = v.boolean("POOL_LIMIT_CONTROL");
     let host = v.parsed::<IpAddr>("APP_HOST", "an IP address such as 0.0.0.0, 127.0.0.1 or ::");
     let port = v.whole("APP_PORT", 0, u16::MAX as u64);
     let max_in_flight = v.whole("MAX_IN_FLIGHT", 1, 1_000_000);
@@ -118,12 +130,18 @@ pub(super) fn validate(raw: &HashMap<&'static str, String>) -> Result<Settings, 
         demo: DemoSettings {
             sleep_seconds: sleep_seconds.expect("validated").as_secs_f64(),
             sleep_max: sleep_max.expect("validated").as_secs_f64(),
+            cpu_rows: cpu_rows.expect("validated") as u32,
+            hot_rows: hot_rows.expect("validated") as u32,
         },
         server: ServerSettings {
             host: host.expect("validated"),
             port: port.expect("validated") as u16,
             max_in_flight: max_in_flight.expect("validated") as usize,
             shutdown_grace: shutdown_grace.expect("validated"),
+        },
+        sweep: SweepSettings {
+            db_cores: db_cores.expect("validated"),
+            limit_control: limit_control.expect("validated"),
         },
         telemetry: TelemetrySettings {
             log_filter: log_filter.expect("validated"),
@@ -162,6 +180,18 @@ impl Validator<'_> {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
                 let msg = format!("expected a whole number from {min} to {max}, got \"{raw}\"");
+                self.error(name, msg);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, name: &'static str) -> Option<bool> {
+        match self.raw(name).to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(true),
+            "false" | "0" | "no" | "off" => Some(false),
+            other => {
+                let msg = format!("expected \"true\" or \"false\", got \"{other}\"");
                 self.error(name, msg);
                 None
             }
@@ -349,6 +379,42 @@ mod tests {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
         assert!(text.contains("pretty") && text.contains("json"), "{text}");
+    }
+
+    #[test]
+    fn workload_sizes_are_bounded_whole_numbers() {
+        let s = Settings::from_vars([]).unwrap();
+        assert_eq!((s.demo.cpu_rows, s.demo.hot_rows), (100_000, 5));
+        let err = Settings::from_vars([("CPU_ROWS", "0"), ("HOT_ROWS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"CPU_ROWS: expected a whole number from 1 to 10000000, got "0""#),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#"HOT_ROWS: expected a whole number from 1 to 100000, got "many""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_sweep_settings_are_off_and_unknown_by_default() {
+        let s = Settings::from_vars([]).unwrap();
+        assert_eq!((s.sweep.db_cores, s.sweep.limit_control), (None, false));
+        let s = Settings::from_vars([("DB_CORES", "8"), ("POOL_LIMIT_CONTROL", "TRUE")]).unwrap();
+        assert_eq!((s.sweep.db_cores, s.sweep.limit_control), (Some(8), true));
+        let err = Settings::from_vars([("DB_CORES", "0"), ("POOL_LIMIT_CONTROL", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"DB_CORES: expected a whole number from 1 to 4096, got "0""#),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#"POOL_LIMIT_CONTROL: expected "true" or "false", got "maybe""#),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ fn the_seconds_parser_never_panics_and_accepts_only_the_allowed_range() {
     let demo = DemoSettings {
         sleep_seconds: 5.0,
         sleep_max: 60.0,
+        cpu_rows: 100_000,
+        hot_rows: 5,
     };
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..20_000 {
