@@ -120,7 +120,7 @@ impl Pool {
         let deadline = Instant::now() + self.inner.settings.connect_timeout;
         let slots = &self.inner.slots;
         let opens = (0..missing).filter_map(|_| {
-            let turn = slots.try_turn()?;
+            let turn = slots.try_turn()?.for_keeper();
             if !slots.must_open() {
                 turn.give_up(); // a connection came back meanwhile
                 return None;

@@ -9,10 +9,10 @@
 //! * **claimed** — a [`Turn`]: a request (or the keeper) that holds a
 //!   connection, is about to take an idle one, or is opening one;
 //! * **vacant** — freed by a connection attempt that failed. A vacant slot
-//!   is taken by the next *arrival* that finds no free one, never by a
-//!   request already waiting: QueuePool decrements its overflow when a
-//!   connect fails and wakes nobody, so a waiter waits for a *returned
-//!   connection*, not for the right to open one;
+//!   is taken by the next *arrival* that finds no free one (after
+//!   [`VACANT_PAUSE`]), never by a request already waiting: QueuePool
+//!   decrements its overflow when a connect fails and wakes nobody, so a
+//!   waiter waits for a *returned connection*, not for the right to open one;
 //! * **withheld** — kept out of use by the runtime limit ([`Slots::set_limit`]).
 //!
 //! `free + claimed + vacant + withheld = pool_max` always holds. A claim ends
@@ -25,6 +25,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+// tokio's clock, so that the state machine's tests can pause time.
+use tokio::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -54,7 +58,19 @@ impl Store for sqlx::PgPool {
 struct Parked {
     vacant: u32,
     withheld: u32,
+    /// When a slot last went vacant.
+    vacated_at: Option<Instant>,
 }
+
+/// How long after a failed attempt its slot stays out of reach of new
+/// arrivals. A burst's requests reach the service over tens of milliseconds
+/// while PostgreSQL refuses an attempt in a few: without the pause, a
+/// request arriving just after a refusal would take that slot and be
+/// refused too, where one arriving just before waits and is served — the
+/// refusal count would depend on the arrival spread. With it, a burst is
+/// refused exactly `min(requests, pool max) − granted` times, and the
+/// service does not hammer a full server with a new attempt per arrival.
+pub const VACANT_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Slots {
     store: Box<dyn Store>,
@@ -121,7 +137,10 @@ impl Slots {
             return Some(self.claim(Some(permit), Got::Free));
         }
         let mut parked = self.parked();
-        if parked.vacant == 0 {
+        let paused = parked
+            .vacated_at
+            .is_some_and(|at| at.elapsed() < VACANT_PAUSE);
+        if parked.vacant == 0 || paused {
             return None;
         }
         parked.vacant -= 1;
@@ -148,6 +167,7 @@ impl Slots {
             permit,
             slots: self.clone(),
             holding: false,
+            pauses: true,
             got,
         }
     }
@@ -173,7 +193,7 @@ impl Slots {
 
     /// Ends a claim whose connection attempt failed: the slot becomes vacant
     /// and wakes nobody (see the module doc).
-    fn vacate(&self, permit: Option<OwnedSemaphorePermit>) {
+    fn vacate(&self, permit: Option<OwnedSemaphorePermit>, pause: bool) {
         if let Some(p) = permit {
             p.forget();
         }
@@ -182,6 +202,9 @@ impl Slots {
             parked.withheld += 1;
         } else {
             parked.vacant += 1;
+            if pause {
+                parked.vacated_at = Some(Instant::now());
+            }
         }
     }
 
@@ -303,6 +326,9 @@ pub struct Turn {
     /// freed (the connection came back, or was closed and may be replaced);
     /// without one, the slot goes vacant.
     holding: bool,
+    /// A failure on this turn pauses the vacant slots ([`VACANT_PAUSE`]):
+    /// true for requests, not for the keeper, whose retries are no burst.
+    pauses: bool,
     got: Got,
 }
 
@@ -322,6 +348,12 @@ impl Turn {
         !slots.close_surplus_on_return
             || slots.queued() > 0
             || keep_on_return(slots.store.idle(), slots.pool_size)
+    }
+
+    /// A turn of the keeper's: its failures do not pause the vacant slots.
+    pub fn for_keeper(mut self) -> Turn {
+        self.pauses = false;
+        self
     }
 
     /// A connection is had on this turn (see [`Turn::holding`]).
@@ -358,7 +390,7 @@ impl Drop for Turn {
         if self.holding {
             self.slots.release(self.permit.take());
         } else {
-            self.slots.vacate(self.permit.take());
+            self.slots.vacate(self.permit.take(), self.pauses);
         }
     }
 }
@@ -447,6 +479,8 @@ mod tests {
         let (slots, _store) = slots(1, 2);
         let held = held(&slots);
         slots.try_turn().unwrap().vacate();
+        assert!(slots.try_turn().is_none(), "paused just after the failure");
+        tokio::time::sleep(VACANT_PAUSE).await;
         let mut again = slots.try_turn().expect("the vacant slot");
         assert_eq!(again.got(), Got::Vacant);
         assert!(slots.try_turn().is_none());
