@@ -77,9 +77,13 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
             http.response.status_code = Empty,
             otel.status_code = Empty,
         );
-        let parent =
-            opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(req.headers())));
-        span.set_parent(parent);
+        // Without a trace exporter the span is disabled: no parent to read.
+        if !span.is_disabled() {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&Headers(req.headers()))
+            });
+            span.set_parent(parent);
+        }
         let state = self.state.clone();
         req.extensions_mut().insert(state.clone());
         // The live page's record of the run: demo requests only.
