@@ -99,7 +99,7 @@ impl Gatekeeper {
         match Box::pin(monitor.attempt()).await {
             ProbeOutcome::Accepted => Gate::Open(Some(guard)),
             ProbeOutcome::Refused => {
-                *self.refused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                self.note_refusal();
                 Gate::Refused(DbError::Refused)
             }
             ProbeOutcome::Failed(e) => Gate::Refused(e),
@@ -123,16 +123,30 @@ impl Gatekeeper {
 
     /// Resolves, with the reason, once a request inside sqlx should give up:
     /// after [`STUCK_AFTER`] ([`STUCK_AFTER_AT_THE_LIMIT`] where the server may
-    /// be full), whenever the shared probe says the server refuses or cannot
+    /// be full and this request did not just hear PostgreSQL accept an
+    /// attempt), whenever the shared probe says the server refuses or cannot
     /// be reached. Raced against the acquire; never resolves while the server
     /// accepts connections.
-    pub async fn stuck(&self, monitor: &Monitor) -> DbError {
-        let after = if self.may_be_refused(monitor) {
+    ///
+    /// After an accepted attempt a slot was free a moment ago: a login that
+    /// meets "too many clients" then is most likely crowded out for a few
+    /// milliseconds by other clients' attempts (other replicas'), and sqlx's
+    /// own retries win the slot back; giving up sooner lost that grant.
+    pub async fn stuck(&self, monitor: &Monitor, accepted_attempt: bool) -> DbError {
+        let after = if self.may_be_refused(monitor) && !accepted_attempt {
             STUCK_AFTER_AT_THE_LIMIT
         } else {
             STUCK_AFTER
         };
-        stuck_after(monitor, after).await
+        let e = stuck_after(monitor, after).await;
+        if matches!(e, DbError::Refused) {
+            self.note_refusal();
+        }
+        e
+    }
+
+    fn note_refusal(&self) {
+        *self.refused_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 }
 

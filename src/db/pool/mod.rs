@@ -429,7 +429,7 @@ impl Pool {
         let waited = if may_log_in || inner.gate.may_be_refused(&inner.monitor) {
             tokio::select! {
                 result = acquire => Self::acquired(turn, result),
-                e = inner.gate.stuck(&inner.monitor) => Waited::Failed(e),
+                e = inner.gate.stuck(&inner.monitor, growing.is_some()) => Waited::Failed(e),
             }
         } else {
             Self::acquired(turn, acquire.await)
