@@ -75,9 +75,14 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
 }
 
 /// Our own errors render themselves; poem's routing errors become JSON too.
+///
+/// Rendered with `as_response` directly: `poem::Error::into_response`
+/// replaces the response's extensions with the error's own (empty) ones,
+/// which would drop the [`error::ErrorKind`] that the access log and the
+/// live page read.
 fn error_response(err: poem::Error) -> Response {
-    if err.is::<ApiError>() {
-        return err.into_response();
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return poem::error::ResponseError::as_response(api);
     }
     let api = if err.is::<NotFoundError>() {
         ApiError::NotFound(
@@ -89,5 +94,5 @@ fn error_response(err: poem::Error) -> Response {
         let status = err.status();
         return poem::Error::from_string(err.to_string(), status).into_response();
     };
-    poem::Error::from(api).into_response()
+    poem::error::ResponseError::as_response(&api)
 }

@@ -322,3 +322,17 @@ async fn every_dashboard_query_names_an_exported_metric() {
         }
     }
 }
+
+/// An error answer keeps its kind on the way out: the live page colours
+/// each answer by it.
+#[tokio::test]
+async fn the_live_page_sees_the_kind_of_an_error_answer() {
+    let app = TestApp::spawn(&[]).await;
+    assert_eq!(app.get("/test/postgres/?seconds=abc").await.status, 400);
+    let live = crate::helpers::json(&app.get("/live").await);
+    assert_eq!(
+        live["run"]["answers"],
+        serde_json::json!([[live["run"]["answers"][0][0], 400, "bad_request"]]),
+        "{live}"
+    );
+}
