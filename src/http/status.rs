@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::contract::{Configured, PoolReport, Postgres};
 
+use super::observe::Outcome;
 use super::AppState;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -36,9 +37,13 @@ pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
         )
     };
     let ready = status == StatusCode::OK;
-    Json(json!({ "ready": ready, "reason": why }))
+    let mut resp = Json(json!({ "ready": ready, "reason": why }))
         .with_status(status)
-        .into_response()
+        .into_response();
+    if !ready {
+        resp.extensions_mut().insert(Outcome("not_ready"));
+    }
+    resp
 }
 
 /// Prometheus text; PostgreSQL's numbers are the last background sample.

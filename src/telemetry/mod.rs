@@ -11,9 +11,11 @@
 //! `RUST_LOG` asks for `trace` anywhere, `sea_orm` and `sqlx` are capped at
 //! `debug`: no log line can hold the password, even at `RUST_LOG=trace`.
 
+mod fields;
 mod fresh;
 pub mod traces;
 
+use fields::PlainNumbers;
 use fresh::Fresh;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -87,6 +89,7 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
             .with_writer(writer)
             .with_ansi(ansi)
             .compact()
+            .fmt_fields(PlainNumbers::default())
             .boxed(),
     }
     // Log lines carry their own fields (the access line has route, status,
