@@ -33,6 +33,8 @@ pub struct AppState {
     pub live_sampling: std::sync::atomic::AtomicBool,
     /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
     pub replica_header: Option<poem::http::HeaderValue>,
+    /// The line that ends each run in the log.
+    pub run_summary: observe::RunSummary,
     migrated: AtomicBool,
 }
 
@@ -46,6 +48,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(permits)),
             request_durations: Default::default(),
             replica_header,
+            run_summary: Default::default(),
             runlog: Default::default(),
             live_sampling: Default::default(),
             migrated: AtomicBool::new(false),
