@@ -6,6 +6,7 @@ pub mod disconnect;
 pub mod error;
 pub mod live;
 pub mod observe;
+pub mod ready;
 pub mod server;
 pub mod status;
 
@@ -33,6 +34,8 @@ pub struct AppState {
     pub live_sampling: std::sync::atomic::AtomicBool,
     /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
     pub replica_header: Option<poem::http::HeaderValue>,
+    /// `/readyz`'s shared answer.
+    pub readiness: ready::Readiness,
     /// The line that ends each run in the log.
     pub run_summary: observe::RunSummary,
     migrated: AtomicBool,
@@ -42,12 +45,14 @@ impl AppState {
     pub fn new(settings: Settings, pool: Pool) -> AppState {
         let permits = settings.server.max_in_flight;
         let replica_header = poem::http::HeaderValue::from_str(&settings.database.replica).ok();
+        let readiness = ready::Readiness::new(&settings.database);
         AppState {
             settings,
             pool,
             in_flight: Arc::new(Semaphore::new(permits)),
             request_durations: Default::default(),
             replica_header,
+            readiness,
             run_summary: Default::default(),
             runlog: Default::default(),
             live_sampling: Default::default(),

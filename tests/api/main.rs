@@ -10,6 +10,8 @@ mod lifecycle;
 mod live_page;
 mod observability;
 mod parsers;
+mod pgbouncer;
 mod pool_semantics;
+mod readiness;
 mod reliability;
 mod settings;
