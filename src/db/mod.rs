@@ -12,6 +12,7 @@ pub mod overflow;
 pub mod pool;
 pub mod pooler;
 pub mod refusal;
+pub mod role_defaults;
 pub mod server_info;
 pub mod standing;
 pub mod todos;

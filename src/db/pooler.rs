@@ -8,7 +8,8 @@
 //! Also what the rest of the service needs to know about going through a
 //! pooler: whether it does ([`through_pooler`]) and whether PgBouncer can be
 //! reached without waiting for a server connection ([`Pooler::answers`],
-//! [`reachable_by_login`]).
+//! [`reachable_by_login`]). The session settings PgBouncer does not pass on
+//! are in [`super::role_defaults`].
 
 use std::time::Duration;
 

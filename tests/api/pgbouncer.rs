@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Row};
 
 use crate::helpers::{
     free_port, get_url, json, spawn_gets, try_get, unique_suffix, Cluster, TestApp,
@@ -310,4 +310,100 @@ fn database_behind_pgbouncer(pool_size: u32) -> Option<(String, PgBouncer)> {
     let db = url.rsplit('/').next().unwrap().to_owned();
     let bouncer = PgBouncer::start(binary, &db, pool_size);
     Some((db, bouncer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_the_statement_timeout_holds() {
+    let Some((db, bouncer)) = database_behind_pgbouncer(4) else {
+        return;
+    };
+    let _app = app_through(
+        &bouncer,
+        &db,
+        &[
+            ("DB_POOL_SIZE", "1"),
+            ("SLEEP_SECONDS", "0.5"),
+            ("SLEEP_MAX", "1"),
+            ("DB_STATEMENT_TIMEOUT", "1.5"),
+        ],
+    )
+    .await;
+
+    // Asked for as a startup option, as sqlx asks: PgBouncer drops it, and
+    // the server session has the service's settings all the same.
+    let mut conn = bouncer
+        .url(&db)
+        .parse::<PgConnectOptions>()
+        .unwrap()
+        .options([("statement_timeout", "1234")])
+        .connect()
+        .await
+        .unwrap();
+    for (name, want) in [
+        ("statement_timeout", "1500ms"),
+        ("client_connection_check_interval", "1s"),
+    ] {
+        let have: String = sqlx::query(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(have, want, "{name} through PgBouncer");
+    }
+    let started = Instant::now();
+    let err = sqlx::query("SELECT pg_sleep(5)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("57014"),
+        "{err}"
+    );
+    assert!(
+        (Duration::from_millis(1400)..Duration::from_secs(3)).contains(&took),
+        "cancelled after {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_an_abandoned_request_ends_its_backend() {
+    let Some((db, bouncer)) = database_behind_pgbouncer(4) else {
+        return;
+    };
+    let app = app_through(&bouncer, &db, &[("DB_POOL_SIZE", "1"), ("SLEEP_MAX", "30")]).await;
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+         AND state = 'active' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
+    );
+    let cluster = Cluster::shared();
+    // The client gives up once the statement runs; the backend must end
+    // within a few seconds, not at the end of its 30 s pg_sleep.
+    let url = app.url("/test/postgres/?seconds=30");
+    let client = tokio::spawn(async move { try_get(&url, Duration::from_secs(30)).await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cluster.sql("postgres", &sleeping) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "the request's pg_sleep never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.abort();
+    let left = Instant::now();
+    while cluster.sql("postgres", &sleeping) != "0" {
+        assert!(
+            left.elapsed() < Duration::from_secs(5),
+            "the abandoned pg_sleep still runs {:?} after the client left; PgBouncer log:\n{}",
+            left.elapsed(),
+            bouncer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "measured: through PgBouncer the abandoned request's backend ended {:?} after the client left",
+        left.elapsed()
+    );
+    assert_eq!(app.get("/test/postgres/?seconds=0").await.status, 200);
 }
