@@ -10,8 +10,9 @@
 # JAEGER_IMAGE / GRAFANA_IMAGE (e.g. local stand-ins where no registry can be
 # reached: .ci/run prepares those); nothing else differs from a user's run.
 #
-# Besides the two scenarios it checks the stack's reliability and security
-# (each prints a `measured:` line): db restart under load, graceful
+# Besides the scenarios it checks the stack's reliability and security
+# (each prints a `measured:` line): readiness and session settings through
+# PgBouncer (statement_timeout, abandoned requests), db restart under load, graceful
 # `stop app`, no password in `docker inspect`, a non-superuser role, the app's
 # container posture, the db port on loopback only and no `trust` in pg_hba.
 #
@@ -662,12 +663,24 @@ case "$timing" in *"pooler;dur="*) ;; *) die "Server-Timing without the pooler's
 measured "3 replicas × 10+10 → PgBouncer 20 (transaction): waves $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(", ".join("%d at %.2f s" % (w["size"], w["last_s"]) for w in r["waves"]))' "$work/s4.json"); mid-run $(cat "$work/s4-pool.txt"); Server-Timing: $timing"
 
 step "fault: docker compose restart pgbouncer under load (client 20 --seconds 3)"
+# /readyz of one replica, asked from inside it every ~0.1 s ("<time> <exit code>";
+# the host's and the container's clocks are the same kernel's).
+logs_since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+timeout 60 docker compose exec -T --index 1 app sh -c '
+  end=$(($(date +%s) + 30))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if poolscope healthcheck >/dev/null 2>&1; then r=0; else r=1; fi
+    echo "$(date +%s.%N) $r"
+    sleep 0.1
+  done' >"$work/s5-ready.txt" 2>/dev/null &
+ready_pid=$!
 timeout 120 docker compose run --rm -T client 20 --seconds 3 --json >"$work/s5.json" &
 s5_pid=$!
 sleep 1.5
 restart_began=$(date +%s.%N)
 timeout 60 docker compose restart -t 10 pgbouncer >/dev/null 2>&1 || die "restart pgbouncer failed"
-t_up=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$restart_began" "$(date +%s.%N)")
+restart_done=$(date +%s.%N)
+t_up=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$restart_began" "$restart_done")
 recovery=$(python3 - "$app_port" <<'PY'
 import sys, time, urllib.error, urllib.request
 t0 = time.monotonic()
@@ -688,6 +701,81 @@ check_report "$work/s5.json" 'sum(st.values()) == 20' 'set(st) <= {"200", "503"}
 python3 -c "import sys; sys.exit(0 if float('$recovery') <= 5 else 1)" || die "first 200 came $recovery s after PgBouncer was back (> 5 s)"
 pass "in-flight answers were 200 or 503 with a pooler/database kind; served again $recovery s after the restart returned"
 measured "'docker compose restart pgbouncer' with 20 requests of 3 s in flight: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["statuses"], r["errors"])' "$work/s5.json"); restart took $t_up s; first 200 $recovery s after"
+wait "$ready_pid" || true
+# Readiness follows the requests' road: not ready while PgBouncer is away,
+# ready again within a second or two of its return (the restart's end).
+readiness=$(python3 - "$work/s5-ready.txt" "$restart_began" "$restart_done" <<'PY'
+import sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
+began, done = float(sys.argv[2]), float(sys.argv[3])
+down = [t for t, rc in rows if rc and t >= began]
+if not rows or rows[-1][1]:
+    sys.exit("readiness polls: %d, the last not ready" % len(rows))
+if not down:
+    print("not_ready=0 back_after=0")
+    sys.exit(0)
+back = min(t for t, rc in rows if not rc and t > max(down))
+print("not_ready=%d first_at=%.2f back_after=%.2f" % (len(down), min(down) - began, back - done))
+PY
+) || die "readiness during the PgBouncer restart: $readiness"
+eval "$readiness" # not_ready back_after (first_at)
+python3 -c "import sys; sys.exit(0 if float('$back_after') <= 2.5 else 1)" \
+  || die "/readyz was 200 again only $back_after s after PgBouncer's restart returned (> 2.5 s)"
+if [ "$not_ready" -gt 0 ]; then
+  docker compose logs --no-color --since "$logs_since" app >"$work/s5-app.log" 2>&1 || true
+  grep -q 'not ready.*PgBouncer' "$work/s5-app.log" || die "no 'not ready … PgBouncer' line in the app's log"
+  grep -q 'ready again' "$work/s5-app.log" || die "no 'ready again' line in the app's log"
+  pass "replica 1 not ready for $not_ready polls from ${first_at} s into the restart (its log names PgBouncer), ready again ${back_after} s after it returned"
+else
+  note "replica 1's readiness polls never saw PgBouncer away (restart shorter than a poll)"
+fi
+measured "/readyz of replica 1 during 'docker compose restart pgbouncer': $not_ready polls not ready; 200 again ${back_after} s after the restart returned"
+
+# ---------------------------------------------------------------------------
+step "through PgBouncer: statement_timeout and the abandoned-request cleanup (.env SLEEP_MAX=10, DB_STATEMENT_TIMEOUT=12)"
+# PgBouncer 1.24 does not pass the service's startup options on; the role's
+# defaults carry them. Changing them: the app sets them at start and says
+# that PgBouncer's older server connections keep the old ones until restarted.
+set_env SLEEP_MAX 10
+set_env DB_STATEMENT_TIMEOUT 12
+logs_since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+timeout 300 docker compose up -d --wait --remove-orphans || die "stack did not become healthy after changing SLEEP_MAX"
+docker compose logs --no-color --since "$logs_since" app >"$work/c-app.log" 2>&1 || true
+grep -q "set the role's defaults" "$work/c-app.log" || die "no app said it set the role's defaults (statement_timeout 12 s)"
+timeout 60 docker compose restart -t 10 pgbouncer >/dev/null 2>&1 || die "restart pgbouncer failed"
+timeout 120 docker compose up -d --wait >/dev/null 2>&1 || die "stack not healthy after restarting pgbouncer"
+# psql through PgBouncer as the service's role (its password, over TCP, from the db container).
+pgb_sql() {
+  docker compose exec -T -e PGPASSWORD="$e2e_pw" db psql -X -h pgbouncer -p 6432 -U poolscope -d poolscope -Atq "$@"
+}
+got=$(pgb_sql -c 'show statement_timeout' -c 'show client_connection_check_interval' | tr '\n' ' ')
+[ "$got" = "12s 1s " ] || die "through PgBouncer: statement_timeout, client_connection_check_interval = $got (expected 12s 1s)"
+s=$(date +%s.%N)
+err=$(pgb_sql -c 'select pg_sleep(20)' 2>&1 >/dev/null) && die "pg_sleep(20) through PgBouncer was not cancelled"
+took=$(python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$s" "$(date +%s.%N)")
+case "$err" in *"statement timeout"*) ;; *) die "pg_sleep(20) through PgBouncer failed otherwise: $err" ;; esac
+python3 -c "import sys; sys.exit(0 if 11 <= float('$took') <= 15 else 1)" || die "statement_timeout fired after $took s (expected ≈ 12)"
+pass "through PgBouncer: statement_timeout 12s, client_connection_check_interval 1s; pg_sleep(20) cancelled after $took s"
+# An abandoned request: replica 1's own client gives up after 3 s of a 10 s sleep.
+sleeping() {
+  db_sql "select count(*) from pg_stat_activity where usename = 'poolscope' and state = 'active' and query like '%pg_sleep%'"
+}
+[ "$(sleeping)" = 0 ] || die "pg_sleep already running before the abandoned request"
+timeout 60 docker compose exec -T --index 1 app poolscope client 1 --quiet --seconds 10 --timeout 3 \
+  --url "http://127.0.0.1:$app_port/test/postgres/" >/dev/null 2>&1 &
+abandon_pid=$!
+for _ in $(seq 1 25); do [ "$(sleeping)" = 1 ] && break; sleep 0.1; done
+[ "$(sleeping)" = 1 ] || die "the request's pg_sleep(10) never showed in pg_stat_activity"
+wait "$abandon_pid" || true
+gone=$(date +%s.%N)
+while [ "$(sleeping)" != 0 ]; do
+  python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < 4 else 1)" "$gone" "$(date +%s.%N)" \
+    || die "the abandoned request's pg_sleep(10) still runs 4 s after its client left"
+  sleep 0.2
+done
+ended=$(python3 -c "import sys; print('%.1f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$gone" "$(date +%s.%N)")
+pass "the abandoned request's backend ended $ended s after its client left (its pg_sleep had 7 s to go)"
+measured "through PgBouncer 1.24 (transaction mode): statement_timeout fired after $took s (DB_STATEMENT_TIMEOUT 12), abandoned pg_sleep ended $ended s after the client left"
 
 step "docker compose down -v"
 timeout 120 docker compose --profile tools down -v --remove-orphans || die "down -v failed"

@@ -45,6 +45,12 @@ impl Application {
     /// Checks that PostgreSQL is reachable, takes the login and is new
     /// enough (within `DB_CONNECT_TIMEOUT`), builds the pool and binds.
     pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        // Before the check below opens the first connection through the
+        // pooler: PgBouncer's server connections take the role's defaults
+        // when they open.
+        if crate::db::pooler::through_pooler(&settings.database) {
+            keep_session_settings_for_the_pooler(&settings.database).await;
+        }
         crate::db::check::database_is_usable(&settings.database)
             .await
             .map_err(StartupError::Database)?;
@@ -146,5 +152,31 @@ async fn prepare_database(state: Arc<AppState>) {
         } else {
             crate::report::watch_budget(&state.settings.database, &state.pool);
         }
+    }
+}
+
+/// Through a pooler the pool's `statement_timeout` and
+/// `client_connection_check_interval` become the role's defaults (see
+/// [`crate::db::role_defaults`]); said once, with what changed.
+async fn keep_session_settings_for_the_pooler(db: &crate::settings::DatabaseSettings) {
+    let [(_, statement_ms), (_, check_ms)] = crate::db::role_defaults::wanted(db);
+    match crate::db::role_defaults::agree(db).await {
+        Ok(done) if done.changed_from.is_empty() => tracing::info!(
+            role = %done.role, database = %done.database, statement_timeout_ms = statement_ms,
+            client_connection_check_interval_ms = check_ms,
+            "through a pooler: the role's defaults already hold the session settings"
+        ),
+        Ok(done) => tracing::warn!(
+            role = %done.role, database = %done.database, statement_timeout_ms = statement_ms,
+            client_connection_check_interval_ms = check_ms, was = %done.changed_from.join(", "),
+            "through a pooler: set the role's defaults to the session settings; PgBouncer's \
+             server connections opened before keep the old values until replaced \
+             (restart PgBouncer: docker compose restart pgbouncer)"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "through a pooler: cannot make statement_timeout and client_connection_check_interval \
+             the role's defaults; PgBouncer does not pass them on, so the server's own apply"
+        ),
     }
 }

@@ -15,6 +15,15 @@
 #    (whoever can `docker exec` owns the data files anyway) - and TCP rules
 #    become scram-sha-256. The server reads the files when the entrypoint
 #    restarts it after the init scripts, so later init scripts still run.
+# 3. The role's session defaults in its database: statement_timeout 65 s
+#    (DB_STATEMENT_TIMEOUT's default, SLEEP_MAX 60 + 5) and
+#    client_connection_check_interval 1 s. The service asks for both when it
+#    connects, but PgBouncer 1.24 does not pass them on to PostgreSQL; its
+#    server connections start with these instead. Whenever the service starts
+#    through a pooler it sets them again from its own settings (src/db/
+#    role_defaults.rs), so they follow .env; here they are in place before
+#    PgBouncer's very first server connection. Written as plain numbers
+#    (milliseconds), the spelling the service compares with.
 set -euo pipefail
 
 pgdata=${PGDATA:-/var/lib/postgresql/data}
@@ -34,6 +43,8 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" --db
 CREATE ROLE poolscope LOGIN PASSWORD :'pw' NOSUPERUSER NOCREATEDB NOCREATEROLE;
 -- Owning the database lets the service's migration create its table.
 CREATE DATABASE poolscope OWNER poolscope;
+ALTER ROLE poolscope IN DATABASE poolscope SET statement_timeout = 65000;
+ALTER ROLE poolscope IN DATABASE poolscope SET client_connection_check_interval = 1000;
 SQL
 unset pw
 
@@ -58,4 +69,4 @@ if grep -Eq '^[^#]*[[:space:]]trust([[:space:]]|$)' "$hba"; then
   echo "10-poolscope-role.sh: a trust rule is left in $hba" >&2
   exit 1
 fi
-echo "10-poolscope-role.sh: role poolscope created; pg_hba.conf has no trust rule"
+echo "10-poolscope-role.sh: role poolscope created (statement_timeout 65s, client_connection_check_interval 1s in database poolscope); pg_hba.conf has no trust rule"

@@ -144,7 +144,9 @@ max_prepared_statements = 200
 ; accepted and tracked per client. PgBouncer re-applies a tracked parameter on
 ; whichever server connection the client gets; before 1.26 only those that
 ; PostgreSQL reports (IntervalStyle), so statement_timeout and
-; client_connection_check_interval are accepted but not applied by 1.24/1.25.
+; client_connection_check_interval are accepted but not applied by 1.24/1.25:
+; there they hold as the role's defaults in PostgreSQL (set by docker/db-init
+; and, from its own settings, by the service at every start).
 ignore_startup_parameters = extra_float_digits
 track_extra_parameters = IntervalStyle, statement_timeout, client_connection_check_interval
 application_name_add_host = 0
@@ -156,7 +158,7 @@ printf '%s: PgBouncer %s, config %s: %s = %s:%s/%s, auth_user=%s (password from 
   "$prog" "${version:-?}" "$ini" "$db_name" "$db_host" "$db_port" "$db_name" \
   "$auth_user" "$password_file" "$pool_mode" "$summary" >&2
 if [ -n "$version" ] && dpkg --compare-versions "$version" lt 1.26 2>/dev/null; then
-  printf '%s: warning: PgBouncer %s (< 1.26) accepts statement_timeout and client_connection_check_interval as startup parameters but does not apply them (PostgreSQL does not report them back); they keep the server defaults\n' \
+  printf '%s: PgBouncer %s (< 1.26) accepts statement_timeout and client_connection_check_interval as startup parameters but does not apply them (PostgreSQL does not report them back); server connections take them from the role'"'"'s defaults, which the service keeps in agreement with its settings\n' \
     "$prog" "$version" >&2
 fi
 

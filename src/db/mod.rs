@@ -9,6 +9,7 @@ pub mod errors;
 pub mod login;
 pub mod pool;
 pub mod pooler;
+pub mod role_defaults;
 pub mod server_info;
 pub mod standing;
 pub mod todos;

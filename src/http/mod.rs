@@ -7,6 +7,7 @@ pub mod error;
 pub mod live;
 pub mod observe;
 pub mod pool_limit;
+pub mod ready;
 pub mod server;
 pub mod status;
 
@@ -38,6 +39,10 @@ pub struct AppState {
     pub limit: pool_limit::LimitControl,
     /// `X-Replica` on every answer (`REPLICA_NAME`, checked to be header-safe).
     pub replica_header: Option<poem::http::HeaderValue>,
+    /// `/readyz`'s shared answer.
+    pub readiness: ready::Readiness,
+    /// The line that ends each run in the log.
+    pub run_summary: observe::RunSummary,
     migrated: AtomicBool,
 }
 
@@ -55,6 +60,7 @@ impl AppState {
             }
         });
         let limit = pool_limit::LimitControl::new(settings.sweep.limit_control, &pool);
+        let readiness = ready::Readiness::new(&settings.database);
         AppState {
             limit,
             settings,
@@ -63,6 +69,8 @@ impl AppState {
             request_durations,
             metrics,
             replica_header,
+            readiness,
+            run_summary: Default::default(),
             runlog: Default::default(),
             live_sampling: Default::default(),
             migrated: AtomicBool::new(false),
@@ -98,9 +106,14 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
 }
 
 /// Our own errors render themselves; poem's routing errors become JSON too.
+///
+/// Rendered with `as_response` directly: `poem::Error::into_response`
+/// replaces the response's extensions with the error's own (empty) ones,
+/// which would drop the [`error::ErrorKind`] that the access log and the
+/// live page read.
 fn error_response(err: poem::Error) -> Response {
-    if err.is::<ApiError>() {
-        return err.into_response();
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return poem::error::ResponseError::as_response(api);
     }
     let api = if err.is::<NotFoundError>() {
         ApiError::NotFound(
@@ -113,5 +126,5 @@ fn error_response(err: poem::Error) -> Response {
         let status = err.status();
         return poem::Error::from_string(err.to_string(), status).into_response();
     };
-    poem::Error::from(api).into_response()
+    poem::error::ResponseError::as_response(&api)
 }

@@ -1,11 +1,11 @@
 //! The routes that describe the service rather than exercise it:
-//! `/healthz` (the process runs), `/readyz` (migrated, and PostgreSQL answers
-//! outside the pool: a busy pool is ready) and
+//! `/healthz` (the process runs), `/readyz` (migrated, and PostgreSQL — and
+//! PgBouncer, when requests go through it — answers outside the pool: a busy
+//! pool is ready; see [`super::ready`]) and
 //! `/pool` (configured pool, live pool, PostgreSQL's limits and the
 //! concurrency the demo should reach).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
@@ -14,9 +14,8 @@ use serde_json::{json, Value};
 
 use crate::contract::{Configured, PoolReport, Postgres};
 
+use super::observe::Outcome;
 use super::AppState;
-
-const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[handler]
 pub fn healthz() -> Json<Value> {
@@ -25,20 +24,19 @@ pub fn healthz() -> Json<Value> {
 
 #[handler]
 pub async fn readyz(state: Data<&Arc<AppState>>) -> Response {
-    let (status, why) = if !state.is_migrated() {
-        (StatusCode::SERVICE_UNAVAILABLE, "schema not migrated yet")
-    } else if state.pool.monitor().answers(READY_TIMEOUT).await {
-        (StatusCode::OK, "migrated; PostgreSQL answered")
+    let verdict = state.readiness.verdict(&state).await;
+    let status = if verdict.ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PostgreSQL did not answer within 1s",
-        )
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    let ready = status == StatusCode::OK;
-    Json(json!({ "ready": ready, "reason": why }))
+    let mut resp = Json(json!({ "ready": verdict.ready, "reason": verdict.reason }))
         .with_status(status)
-        .into_response()
+        .into_response();
+    if !verdict.ready {
+        resp.extensions_mut().insert(Outcome("not_ready"));
+    }
+    resp
 }
 
 /// Prometheus text; PostgreSQL's numbers are the last background sample.

@@ -11,9 +11,11 @@
 //! `RUST_LOG` asks for `trace` anywhere, `sea_orm` and `sqlx` are capped at
 //! `debug`: no log line can hold the password, even at `RUST_LOG=trace`.
 
+mod fields;
 mod fresh;
 pub mod traces;
 
+use fields::PlainNumbers;
 use fresh::Fresh;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -34,9 +36,15 @@ const SECRET_SAFE_CAPS: &str = "sea_orm=debug,sqlx=debug";
 /// noise unless asked for by name.
 const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
 
+/// sqlx warns once per broken connection it finds when one is given back
+/// ("error occurred while testing the connection on-release"): after
+/// PostgreSQL or PgBouncer went away, a line per pooled connection. The
+/// pool's keeper says it once, with the count (`db::pool::keeper`).
+const QUIET_RELEASES: &str = "sqlx_core::pool::connection=error";
+
 pub fn filter(spec: &str) -> EnvFilter {
     let Ok(wanted) = EnvFilter::try_new(spec) else {
-        return EnvFilter::new(format!("info,{QUIET_NOTICES}"));
+        return EnvFilter::new(format!("info,{QUIET_NOTICES},{QUIET_RELEASES}"));
     };
     let mut spec = spec.to_owned();
     if wanted.max_level_hint() == Some(tracing::level_filters::LevelFilter::TRACE) {
@@ -44,6 +52,9 @@ pub fn filter(spec: &str) -> EnvFilter {
     }
     if !spec.contains("sqlx::postgres::notice") {
         spec = format!("{spec},{QUIET_NOTICES}");
+    }
+    if !spec.contains("sqlx_core::pool") {
+        spec = format!("{spec},{QUIET_RELEASES}");
     }
     EnvFilter::try_new(&spec).unwrap_or(wanted)
 }
@@ -87,6 +98,7 @@ pub fn init(settings: &TelemetrySettings) -> TelemetryGuard {
             .with_writer(writer)
             .with_ansi(ansi)
             .compact()
+            .fmt_fields(PlainNumbers::default())
             .boxed(),
     }
     // Log lines carry their own fields (the access line has route, status,

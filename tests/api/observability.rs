@@ -322,3 +322,100 @@ async fn every_dashboard_query_names_an_exported_metric() {
         }
     }
 }
+
+/// The access log an operator reads: every answer but a 200 names its kind,
+/// durations are rounded, and probes and scrapes are at debug (at the
+/// default `RUST_LOG=info` they are not there at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_lines_name_the_error_kind_and_probes_are_debug() {
+    let url = Cluster::shared().create_database();
+    let served = ServeProcess::start(
+        &url,
+        &[
+            ("RUST_LOG", "info,poolscope::access=debug"),
+            ("LOG_FORMAT", "json"),
+            ("DB_POOL_SIZE", "1"),
+            ("DB_MAX_OVERFLOW", "0"),
+            ("DB_POOL_TIMEOUT", "0.5"),
+        ],
+        true,
+    )
+    .await;
+    let get = |path: &str| {
+        let url = format!("{}{path}", served.base);
+        async move { crate::helpers::get_url(&url).await.status }
+    };
+    for path in ["/healthz", "/readyz", "/metrics", "/live"] {
+        assert_eq!(get(path).await, 200, "{path}");
+    }
+    assert_eq!(get("/test/postgres/?seconds=abc").await, 400);
+    assert_eq!(get("/nope").await, 404);
+    // One connection, two requests: the second waits 0.5 s and times out.
+    let both = spawn_gets(&format!("{}/test/postgres/?seconds=1", served.base), 2);
+    let mut statuses = Vec::new();
+    for r in both {
+        statuses.push(r.await.unwrap().status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 503]);
+    served.sigterm();
+    let out = served.wait().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+
+    let access: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["target"] == "poolscope::access")
+        .collect();
+    let line = |route: &str, status: u16| {
+        access
+            .iter()
+            .find(|l| l["route"] == route && l["status"] == status)
+            .unwrap_or_else(|| panic!("no access line for {route} {status} in:\n{stdout}"))
+    };
+    for route in ["/healthz", "/readyz", "/metrics", "/live"] {
+        let l = line(route, 200);
+        assert_eq!(l["level"], "DEBUG", "{l}");
+        assert!(l.get("error").is_none(), "{l}");
+    }
+    let ok = line("/test/postgres/", 200);
+    assert_eq!(ok["level"], "INFO", "{ok}");
+    assert!(ok.get("error").is_none(), "{ok}");
+    for (route, status, kind) in [
+        ("/test/postgres/", 400, "bad_request"),
+        ("other", 404, "not_found"),
+        ("/test/postgres/", 503, "pool_timeout"),
+    ] {
+        let l = line(route, status);
+        assert_eq!(
+            (&l["level"], &l["error"]),
+            (&"INFO".into(), &kind.into()),
+            "{l}"
+        );
+    }
+    // Rounded: whole milliseconds from 100 ms on, hundredths below 10 ms.
+    let waited = line("/test/postgres/", 503)["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        waited >= 500.0 && waited.fract() == 0.0,
+        "elapsed_ms {waited}"
+    );
+    for l in &access {
+        let ms = l["elapsed_ms"].to_string();
+        let decimals = ms.split_once('.').map_or(0, |(_, f)| f.len());
+        assert!(decimals <= 2, "not rounded: {l}");
+    }
+}
+
+/// An error answer keeps its kind on the way out: the live page colours
+/// each answer by it.
+#[tokio::test]
+async fn the_live_page_sees_the_kind_of_an_error_answer() {
+    let app = TestApp::spawn(&[]).await;
+    assert_eq!(app.get("/test/postgres/?seconds=abc").await.status, 400);
+    let live = crate::helpers::json(&app.get("/live").await);
+    assert_eq!(
+        live["run"]["answers"],
+        serde_json::json!([[live["run"]["answers"][0][0], 400, "bad_request"]]),
+        "{live}"
+    );
+}

@@ -96,9 +96,10 @@ impl Pool {
             if top_up.opened > 0 && top_up.refused == 0 {
                 tracing::info!(
                     reopened = top_up.opened,
-                    missing,
                     pool_size = self.inner.settings.pool_size,
-                    "kept connections reopened"
+                    "{missing} kept connections were gone (recycled, or broken when the \
+                     database or PgBouncer went away); reopened {}",
+                    top_up.opened
                 );
             }
             self.report_refused_kept(top_up);
