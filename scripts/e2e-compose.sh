@@ -732,6 +732,45 @@ fi
 measured "/readyz of replica 1 during 'docker compose restart pgbouncer': $not_ready polls not ready; 200 again ${back_after} s after the restart returned"
 
 # ---------------------------------------------------------------------------
+step "fault: docker compose kill pgbouncer under load, up -d again; the next run matches"
+timeout 120 docker compose run --rm -T client 20 --seconds 3 --json >"$work/s6.json" &
+s6_pid=$!
+sleep 1.5
+timeout 60 docker compose kill pgbouncer >/dev/null 2>&1 || die "kill pgbouncer failed"
+sleep 1
+not_ready=0
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  if ! docker compose exec -T --index 1 app poolscope healthcheck >/dev/null 2>&1; then not_ready=1; break; fi
+  sleep 0.2
+done
+[ "$not_ready" = 1 ] || die "/readyz stayed 200 while PgBouncer was killed"
+timeout 120 docker compose up -d --wait pgbouncer >/dev/null 2>&1 || die "up -d pgbouncer failed"
+wait "$s6_pid" || die "client 20 during the PgBouncer kill failed"
+check_report "$work/s6.json" 'sum(st.values()) == 20' 'set(st) <= {"200", "503"}' \
+  'set(err) <= {"db_unavailable", "pooler_refused", "pooler_timeout"}' || die "answers during the PgBouncer kill"
+# The kept connections come back by themselves: every replica's pool has
+# DB_POOL_SIZE open again before the next run.
+python3 - "$app_port" <<'PY' || die "the replicas did not reopen DB_POOL_SIZE = 10 connections within 20 s of PgBouncer's return"
+import json, sys, time, urllib.request
+seen, t0 = {}, time.monotonic()
+while time.monotonic() - t0 < 20:
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%s/pool" % sys.argv[1], timeout=5) as r:
+            seen[r.headers.get("X-Replica")] = json.load(r)["live"]["open"]
+    except (OSError, ValueError, KeyError):
+        pass
+    if len(seen) == 3 and min(seen.values()) >= 10:
+        print("   kept connections back after %.1f s: %s" % (time.monotonic() - t0, seen))
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit("open per replica: %s" % seen)
+PY
+run_client "$work/s6b.json" 40 --seconds 2 --json
+check_report "$work/s6b.json" 'st == {"200": 40}' 'r["expectation"]["matches"]' || die "the first run after PgBouncer came back"
+pass "killed: answers 200/503 with pooler/database kinds, replica 1 not ready while it was down; after up -d every replica reopened its kept connections and the next run matches"
+measured "'docker compose kill pgbouncer' under load: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["statuses"], r["errors"])' "$work/s6.json"); next client 40 --seconds 2: $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(", ".join("%d at %.2f s" % (w["size"], w["last_s"]) for w in r["waves"]), r["expectation"]["verdict"])' "$work/s6b.json")"
+
+# ---------------------------------------------------------------------------
 step "through PgBouncer: statement_timeout and the abandoned-request cleanup (.env SLEEP_MAX=10, DB_STATEMENT_TIMEOUT=12)"
 # PgBouncer 1.24 does not pass the service's startup options on; the role's
 # defaults carry them. Changing them: the app sets them at start and says

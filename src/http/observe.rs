@@ -289,7 +289,8 @@ impl RunSummary {
     }
 }
 
-/// `200 × 36, 503 × 24 (db_refused × 24)`: statuses, then error kinds.
+/// `200 × 36, 503 × 24 (db_refused × 24)`: statuses, then error kinds (in
+/// the contract's order).
 fn outcome_counts(answers: &[crate::runlog::Answer]) -> String {
     let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
     let mut kinds = std::collections::BTreeMap::<ErrorKind, u32>::new();
@@ -334,7 +335,7 @@ mod tests {
         answers.push(Answer(30_000, 503, Some(ErrorKind::PoolTimeout)));
         assert_eq!(
             outcome_counts(&answers),
-            "200 × 36, 503 × 25 (db_refused × 24, pool_timeout × 1)"
+            "200 × 36, 503 × 25 (pool_timeout × 1, db_refused × 24)"
         );
         assert_eq!(outcome_counts(&answers[..2]), "200 × 2");
     }
