@@ -63,6 +63,35 @@ pub struct SweepReport {
     pub interrupted: bool,
 }
 
+impl SweepReport {
+    /// A sweep about to run: no steps yet, nothing concluded.
+    pub fn new(
+        url: String,
+        work: String,
+        clients: u32,
+        (step_seconds, warmup_seconds): (f64, f64),
+        pool_max: u32,
+        db_cores: Option<u32>,
+    ) -> SweepReport {
+        SweepReport {
+            url,
+            work,
+            clients,
+            step_seconds,
+            warmup_seconds,
+            pool_max,
+            db_cores,
+            steps: Vec::new(),
+            knee: None,
+            best: None,
+            cores_x2: db_cores.map(|c| c * 2),
+            comparison: None,
+            recommendation: None,
+            interrupted: false,
+        }
+    }
+}
+
 pub async fn run(args: SweepArgs) -> ExitCode {
     match sweep(&args).await {
         Ok(report) => {
@@ -251,22 +280,14 @@ async fn sweep(args: &SweepArgs) -> Result<SweepReport, Failure> {
     let db_cores = args.db_cores.or(pool.configured.db_cores);
     let timeout =
         Duration::from_secs_f64(pool.configured.pool_timeout_s + pool.configured.sleep_max + 10.0);
-    let mut report = SweepReport {
-        url: url.to_string(),
-        work: args.work.clone(),
+    let mut report = SweepReport::new(
+        url.to_string(),
+        args.work.clone(),
         clients,
-        step_seconds: args.step,
-        warmup_seconds: args.warmup,
+        (args.step, args.warmup),
         pool_max,
         db_cores,
-        steps: Vec::new(),
-        knee: None,
-        best: None,
-        cores_x2: db_cores.map(|c| c * 2),
-        comparison: None,
-        recommendation: None,
-        interrupted: false,
-    };
+    );
     if !args.json {
         print!("{}", render::header(&report, &limits));
     }

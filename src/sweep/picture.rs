@@ -272,33 +272,14 @@ pre{{background:#f6f8fa;padding:12px;overflow:auto}}</style></head>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep::stats::summarise;
 
     #[test]
     fn the_picture_is_self_contained_and_marks_the_knee() {
-        let mut r = SweepReport {
-            url: "http://app:8080/test/postgres/?work=cpu".into(),
-            work: "cpu".into(),
-            clients: 40,
-            step_seconds: 10.0,
-            warmup_seconds: 2.0,
-            pool_max: 8,
-            db_cores: Some(2),
-            steps: [(1, 33.0), (2, 66.0), (4, 72.0), (8, 70.0)]
-                .iter()
-                .map(|(l, rps)| {
-                    let mut s = summarise(*l, 10.0, &[], &[]);
-                    s.rps = *rps;
-                    s
-                })
-                .collect(),
-            knee: None,
-            best: None,
-            cores_x2: Some(4),
-            comparison: None,
-            recommendation: None,
-            interrupted: false,
-        };
+        let mut r = crate::sweep::render::made_up(
+            &[(1, 33.0), (2, 66.0), (4, 72.0), (8, 70.0)],
+            8,
+            Some(2),
+        );
         render::conclude(&mut r);
         assert_eq!((r.knee, r.best), (Some(4), Some(4)));
         assert_eq!(

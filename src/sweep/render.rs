@@ -153,35 +153,29 @@ pub fn conclusion(r: &SweepReport) -> String {
     out
 }
 
+/// A sweep with made-up throughputs per limit, for tests of what is drawn
+/// and concluded from it.
+#[cfg(test)]
+pub fn made_up(curve: &[(u32, f64)], pool_max: u32, db_cores: Option<u32>) -> SweepReport {
+    let url = "http://app:8080/test/postgres/?work=cpu".to_owned();
+    let mut r = SweepReport::new(url, "cpu".into(), 40, (10.0, 2.0), pool_max, db_cores);
+    r.steps = curve
+        .iter()
+        .map(|(limit, rps)| {
+            let mut s = crate::sweep::stats::summarise(*limit, 10.0, &[], &[]);
+            s.rps = *rps;
+            s
+        })
+        .collect();
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sweep::stats::summarise;
 
     fn report(curve: &[(u32, f64)], db_cores: Option<u32>) -> SweepReport {
-        let mut r = SweepReport {
-            url: "http://app:8080/test/postgres/?work=cpu".into(),
-            work: "cpu".into(),
-            clients: 40,
-            step_seconds: 10.0,
-            warmup_seconds: 2.0,
-            pool_max: 20,
-            db_cores,
-            steps: curve
-                .iter()
-                .map(|(limit, rps)| {
-                    let mut s = summarise(*limit, 10.0, &[], &[]);
-                    s.rps = *rps;
-                    s
-                })
-                .collect(),
-            knee: None,
-            best: None,
-            cores_x2: db_cores.map(|c| c * 2),
-            comparison: None,
-            recommendation: None,
-            interrupted: false,
-        };
+        let mut r = made_up(curve, 20, db_cores);
         conclude(&mut r);
         r
     }
