@@ -53,8 +53,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use tokio::net::TcpListener;
 
-/// `src/db/todos.rs`'s `LIST_AFTER_SLEEP_SQL`, copied (the service keeps it
-/// private; `scripts/bench.sh` checks that the two are still the same).
+/// `src/db/workloads.rs`'s `SLEEP_SQL` (the default `work=sleep`), copied
+/// (the service keeps it private; `scripts/bench.sh` checks that the two are
+/// still the same).
 const LIST_AFTER_SLEEP_SQL: &str = "\
 WITH slept AS MATERIALIZED (SELECT pg_backend_pid() AS backend_pid, \
   (extract(epoch FROM statement_timestamp()) * 1000000)::int8 AS started_us FROM pg_sleep($1)) \

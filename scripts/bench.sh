@@ -206,11 +206,11 @@ RUSTC_VERSION=$(rustc --version)
 
 # The baseline is only honest while it runs the service's statement: compare
 # the two string constants (the service keeps its own private).
-sql_const() { sed -n '/const LIST_AFTER_SLEEP_SQL: &str = "/,/";$/p' "$1"; }
+sql_const() { sed -n "/const $2: &str = \"/,/\";\$/p" "$1" | tail -n +2; }
 if has compare && [ "$BASELINE" = 1 ]; then
-  [ -n "$(sql_const src/db/todos.rs)" ] || die "LIST_AFTER_SLEEP_SQL not found in src/db/todos.rs: update examples/bare_sqlx.rs and this check"
-  [ "$(sql_const src/db/todos.rs)" = "$(sql_const examples/bare_sqlx.rs)" ] \
-    || die "examples/bare_sqlx.rs no longer runs the statement of src/db/todos.rs (LIST_AFTER_SLEEP_SQL): copy it over"
+  [ -n "$(sql_const src/db/workloads.rs SLEEP_SQL)" ] || die "SLEEP_SQL not found in src/db/workloads.rs: update examples/bare_sqlx.rs and this check"
+  [ "$(sql_const src/db/workloads.rs SLEEP_SQL)" = "$(sql_const examples/bare_sqlx.rs LIST_AFTER_SLEEP_SQL)" ] \
+    || die "examples/bare_sqlx.rs no longer runs the statement of src/db/workloads.rs (SLEEP_SQL): copy it over"
 fi
 
 # --against REV: REV's service, built once per commit in a temporary git

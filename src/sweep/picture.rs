@@ -33,12 +33,17 @@ struct Line<'a> {
 
 /// A vertical marker at a limit: the knee, `cores × 2`.
 struct Mark<'a> {
+    /// Its name in `data-mark` (what the browser test looks for).
+    key: &'a str,
     limit: u32,
     label: &'a str,
     colour: &'a str,
 }
 
 /// A chart of `lines` over the steps (evenly spaced: the limits double).
+/// The drawing names what it is for the browser test, without changing how
+/// it looks: `data-limits` on the chart, `data-line` on each line, and
+/// `data-mark`/`data-limit` on each marker.
 fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]) -> String {
     let n = limits.len().max(1);
     let top = lines
@@ -58,9 +63,14 @@ fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]
     let y = |v: f64| H - BOTTOM - (H - BOTTOM - TOP) * v / top;
     let floor = H - BOTTOM;
     let mut svg = format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-label="{t}"><text x="{LEFT}" y="18" font-size="14" font-weight="600">{t}</text><line x1="{LEFT}" y1="{floor}" x2="{r}" y2="{floor}" stroke="#bbb"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{floor}" stroke="#bbb"/>"##,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" role="img" aria-label="{t}" data-limits="{l}"><text x="{LEFT}" y="18" font-size="14" font-weight="600">{t}</text><line x1="{LEFT}" y1="{floor}" x2="{r}" y2="{floor}" stroke="#bbb"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{floor}" stroke="#bbb"/>"##,
         t = escape(title),
         r = W - RIGHT,
+        l = limits
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     );
     for frac in [0.0, 0.5, 1.0] {
         let v = top / 1.1 * frac;
@@ -102,11 +112,13 @@ fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]
             };
             let _ = write!(
                 svg,
-                r##"<line x1="{X:.1}" y1="{TOP}" x2="{X:.1}" y2="{floor}" stroke="{c}" stroke-dasharray="5 4"/><text x="{tx:.1}" y="{:.1}" font-size="11" fill="{c}" text-anchor="{anchor}">{}</text>"##,
+                r##"<line x1="{X:.1}" y1="{TOP}" x2="{X:.1}" y2="{floor}" stroke="{c}" stroke-dasharray="5 4" data-mark="{key}" data-limit="{limit}"/><text x="{tx:.1}" y="{:.1}" font-size="11" fill="{c}" text-anchor="{anchor}">{}</text>"##,
                 TOP + 12.0 + 13.0 * k as f64,
                 escape(mark.label),
                 X = x(i),
                 c = mark.colour,
+                key = mark.key,
+                limit = mark.limit,
             );
         }
     }
@@ -123,8 +135,9 @@ fn chart(title: &str, unit: &str, limits: &[u32], lines: &[Line], marks: &[Mark]
             .collect();
         let _ = write!(
             svg,
-            r##"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"##,
+            r##"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2" data-line="{}"/>"##,
             path.join(" "),
+            escape(line.name),
             c = line.colour
         );
         for (px, py) in &points {
@@ -173,6 +186,7 @@ pub fn html(r: &SweepReport) -> String {
     let mut marks = Vec::new();
     if let (Some(limit), Some(label)) = (r.knee, &knee_label) {
         marks.push(Mark {
+            key: "knee",
             limit,
             label,
             colour: "#1a7f37",
@@ -180,6 +194,7 @@ pub fn html(r: &SweepReport) -> String {
     }
     if let (Some(limit), Some(label)) = (r.cores_x2, &cores_label) {
         marks.push(Mark {
+            key: "cores-x2",
             limit,
             label,
             colour: "#6f42c1",
