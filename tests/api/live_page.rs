@@ -2,18 +2,23 @@
 //! runs against pool 10 + 10, the page itself must show 20 connections in use
 //! and 10 requests waiting during wave 1, and 30 answers in two waves at the
 //! end. Driven by `tests/browser/live-page.mjs` (Node's own WebSocket, the
-//! DevTools protocol); the screenshot lands in `target/browser/`.
+//! DevTools protocol); the screenshot lands in `target/browser/`. And its
+//! "last minute" chart: what the page says it drew
+//! (`tests/browser/live-history.mjs`) while a lowered limit holds requests
+//! back.
 //!
 //! Without Chromium or Node the test fails: a suite that passes without
 //! running its browser test would say the page works when nobody looked.
 //! `POOLSCOPE_SKIP_BROWSER=1` skips it, by name, where no browser can be had.
+//! The sweep's picture (`tests/api/sweep.rs`) follows the same rule.
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::client::{client, report};
-use crate::helpers::TestApp;
+use crate::helpers::{json, spawn_gets, TestApp};
 
 /// Chromium and Node ≥ 20, or why not.
 fn browser_available() -> Result<(), String> {
@@ -35,38 +40,68 @@ fn browser_available() -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
+/// Whether a browser test runs: not where `POOLSCOPE_SKIP_BROWSER=1` (it
+/// says so, by name); without Chromium or Node it fails.
+pub fn browser_wanted(test: &str) -> bool {
     if std::env::var_os("POOLSCOPE_SKIP_BROWSER").is_some_and(|v| v == "1") {
-        eprintln!("SKIPPED the browser test: POOLSCOPE_SKIP_BROWSER=1");
-        return;
+        eprintln!("SKIPPED the browser test {test}: POOLSCOPE_SKIP_BROWSER=1");
+        return false;
     }
     if let Err(why) = browser_available() {
-        panic!("the live page's browser test needs Chromium and Node: {why}; set POOLSCOPE_SKIP_BROWSER=1 to skip it");
+        panic!("the browser test {test} needs Chromium and Node: {why}; set POOLSCOPE_SKIP_BROWSER=1 to skip it");
     }
-    let app = TestApp::spawn(&[("DB_POOL_SIZE", "10"), ("DB_MAX_OVERFLOW", "10")]).await;
+    true
+}
+
+/// `target/browser/`: the screenshots and pictures the browser tests leave.
+pub fn browser_dir() -> PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
     std::fs::create_dir_all(&dir).unwrap();
-    let shot = dir.join("live-page.png");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/live-page.mjs");
-    let mut node = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(&script)
-        .arg(app.url("/"))
-        .arg("30")
-        .arg(&shot)
+    dir
+}
+
+/// `node --experimental-websocket tests/browser/<script>`, arguments to add.
+pub fn node(script: &str) -> Command {
+    let mut cmd = Command::new("node");
+    cmd.arg("--experimental-websocket").arg(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/browser")
+            .join(script),
+    );
+    cmd
+}
+
+/// Starts `cmd` with its standard output piped; its lines, as they come.
+fn lines_of(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("run node");
-    let stdout = node.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
+    if !browser_wanted("the_live_page_shows_the_pool_and_the_waves_in_a_real_browser") {
+        return;
+    }
+    let app = TestApp::spawn(&[("DB_POOL_SIZE", "10"), ("DB_MAX_OVERFLOW", "10")]).await;
+    let dir = browser_dir();
+    let shot = dir.join("live-page.png");
+    let (mut node, mut rx) = lines_of(node("live-page.mjs").arg(app.url("/")).arg("30").arg(&shot));
     let ready = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
     assert_eq!(
         ready.ok().flatten().as_deref(),
@@ -113,9 +148,7 @@ async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
 
     // The client's picture of the same run, opened from disk.
     let report_shot = dir.join("run-report.png");
-    let out = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(&script)
+    let out = crate::live_page::node("live-page.mjs")
         .arg(format!("file://{}", picture.display()))
         .arg("30")
         .arg(&report_shot)
@@ -140,4 +173,91 @@ async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
         drawn["verdict"].as_str().unwrap().contains("matches"),
         "{drawn}"
     );
+}
+
+/// The "last minute" chart, as the page itself says it drew it: before the
+/// load the limit line stands at the pool's max (4); then the limit is
+/// lowered to 2 and four 1-second requests arrive, and within a couple of
+/// polls the chart has drawn 2 in use, requests waiting, PostgreSQL's
+/// backends, and the dashed limit line at 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_minute_chart_draws_the_pool_the_backends_and_the_lowered_limit() {
+    if !browser_wanted("the_last_minute_chart_draws_the_pool_the_backends_and_the_lowered_limit") {
+        return;
+    }
+    let app = TestApp::spawn(&[
+        ("POOL_LIMIT_CONTROL", "true"),
+        ("DB_POOL_SIZE", "4"),
+        ("DB_MAX_OVERFLOW", "0"),
+    ])
+    .await;
+    let shot = browser_dir().join("live-history.png");
+    let (mut node, mut rx) = lines_of(
+        node("live-history.mjs")
+            .arg(app.url("/"))
+            .arg("2")
+            .arg(&shot),
+    );
+    let ready = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
+    assert_eq!(
+        ready.ok().flatten().as_deref(),
+        Some("ready"),
+        "the page did not draw the last minute"
+    );
+
+    let lowered = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(app.url("/pool/limit?max=2&ttl=30"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowered.status().as_u16(), 200);
+    let answers = spawn_gets(&app.url("/test/postgres/?seconds=1"), 4);
+
+    let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .ok()
+        .flatten()
+        .expect("the page's report");
+    let status = tokio::task::spawn_blocking(move || node.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    eprintln!(
+        "measured: the last minute drew {seen}; screenshot {}",
+        shot.display()
+    );
+    assert_eq!(seen["timedOut"], false, "not drawn within 20 s: {seen}");
+    let h = &seen["history"];
+    let points = h["limit"]["points"].as_u64().unwrap();
+    assert!(points >= 2, "{seen}");
+    for line in ["inUse", "waiting", "backends", "lockWaiters", "limit"] {
+        // One point per poll on every line.
+        assert_eq!(h[line]["points"], points, "{line}: {seen}");
+        assert_eq!(h[line]["dashed"], line == "limit", "{line}: {seen}");
+    }
+    assert_eq!(h["inUse"]["max"], 2, "the lowered limit full: {seen}");
+    assert!(h["waiting"]["max"].as_u64().unwrap() >= 1, "{seen}");
+    // At least this service's two connections.
+    assert!(h["backends"]["max"].as_u64().unwrap() >= 2, "{seen}");
+    // The limit line: the pool's max before, 2 now.
+    assert_eq!(
+        (h["limit"]["max"].as_u64(), h["limit"]["last"].as_u64()),
+        (Some(4), Some(2)),
+        "{seen}"
+    );
+    assert!(seen["canvas"]["shownWidth"].as_u64().unwrap() > 0, "{seen}");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot too small"
+    );
+
+    for a in answers {
+        assert_eq!(a.await.unwrap().status, 200);
+    }
+    assert_eq!(json(&app.get("/pool").await)["limit"]["limit"], 2);
 }

@@ -1,6 +1,9 @@
 //! `poolscope sweep` against the real service: a two-step sweep whose table
 //! has the promised shape and whose probe and lock figures come from the
 //! server, and a clear refusal where the service keeps its limit fixed.
+//! And its `--report` picture opened in a real headless Chromium
+//! (`tests/browser/sweep-report.mjs`, the skip rule of `live_page`): one
+//! point per step on every curve, and the knee marked where the sweep put it.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -138,4 +141,137 @@ async fn a_two_step_sweep_prints_the_table_and_reads_the_server() {
     assert!(try_get(&app.url("/healthz"), Duration::from_secs(2))
         .await
         .is_ok());
+}
+
+#[tokio::test]
+async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser() {
+    use crate::live_page::{browser_dir, browser_wanted, node};
+    if !browser_wanted("the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser") {
+        return;
+    }
+    let app = TestApp::spawn(&[
+        ("POOL_LIMIT_CONTROL", "true"),
+        ("DB_POOL_SIZE", "2"),
+        ("DB_MAX_OVERFLOW", "0"),
+        ("DB_CORES", "1"),
+        ("HOT_ROWS", "2"),
+    ])
+    .await;
+    let dir = browser_dir();
+    let picture = dir.join("sweep.html");
+    let _ = std::fs::remove_file(&picture);
+    let out = sweep(
+        &[
+            "--work",
+            "hot",
+            "--limits",
+            "1,2",
+            "--step",
+            "1",
+            "--warmup",
+            "0.3",
+            "--clients",
+            "4",
+            "--json",
+            "--report",
+            picture.to_str().unwrap(),
+        ],
+        &app.url("/test/postgres/"),
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sweep's own word, to hold the picture against.
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limits: Vec<u64> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["limit"].as_u64().unwrap())
+        .collect();
+    assert_eq!(limits, [1, 2], "{r}");
+    let knee = r["knee"].as_u64().unwrap_or_else(|| panic!("no knee: {r}"));
+
+    let shot = dir.join("sweep-report.png");
+    let mut cmd = node("sweep-report.mjs");
+    cmd.arg(format!("file://{}", picture.display())).arg(&shot);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run node"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "measured: the sweep report drew {drawn}; screenshot {}",
+        shot.display()
+    );
+    assert_eq!(drawn["external"], 0, "self-contained: {drawn}");
+    assert_eq!(drawn["scripts"], 0, "no script: {drawn}");
+    assert!(
+        drawn["recommendation"]
+            .as_str()
+            .unwrap()
+            .contains(r["recommendation"].as_str().unwrap()),
+        "{drawn}"
+    );
+    let charts = drawn["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 4, "{drawn}");
+    let at = limits.iter().position(|l| *l == knee).unwrap();
+    for chart in charts {
+        let title = &chart["title"];
+        assert_eq!(chart["limits"], serde_json::json!(limits), "{title}");
+        assert!(chart["width"].as_f64().unwrap() > 100.0, "{chart}");
+        let lines = chart["lines"].as_array().unwrap();
+        assert!(!lines.is_empty(), "{chart}");
+        for line in lines {
+            // One point per step on every curve, with its dot, left to right.
+            assert_eq!(line["points"], 2, "{title}: {line}");
+            assert_eq!(line["dots"], 2, "{title}: {line}");
+            assert_eq!(line["shown"], true, "{title}: {line}");
+            let xs = line["xs"].as_array().unwrap();
+            assert!(
+                xs[0].as_f64().unwrap() < xs[1].as_f64().unwrap(),
+                "{title}: {line}"
+            );
+        }
+        // The knee: one dashed marker at the knee's step, labelled.
+        let knees: Vec<&serde_json::Value> = chart["marks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["mark"] == "knee")
+            .collect();
+        assert_eq!(knees.len(), 1, "{chart}");
+        let mark = knees[0];
+        assert_eq!(mark["limit"], knee, "{title}: {mark}");
+        assert_eq!(mark["label"], format!("knee {knee}"), "{title}: {mark}");
+        assert_eq!(mark["shown"], true, "{title}: {mark}");
+        assert!(mark["dashed"].is_string(), "{title}: {mark}");
+        let step_x = lines[0]["xs"][at].as_f64().unwrap();
+        assert!(
+            (mark["x"].as_f64().unwrap() - step_x).abs() < 0.5,
+            "the knee off its step in {title}: {mark} vs x {step_x}"
+        );
+        // And cores × 2 beside it (DB_CORES=1).
+        assert!(
+            chart["marks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["mark"] == "cores-x2" && m["limit"] == 2),
+            "{chart}"
+        );
+    }
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "screenshot too small"
+    );
 }

@@ -6,7 +6,7 @@
 //
 // Prints `ready` once the page has drawn the chart (the caller then lowers the
 // pool's limit to LIMIT and sends load), then one JSON line as soon as the
-// chart shows connections in use, requests waiting, PostgreSQL backends and
+// chart shows LIMIT connections in use, requests waiting, PostgreSQL backends and
 // the limit line at LIMIT — or, after 20 s, what it showed instead, with
 // "timedOut": true. Exits non-zero only when the page cannot be read.
 import { launch, sleep } from "./cdp.mjs";
@@ -25,7 +25,7 @@ console.log("ready");
 const started = Date.now();
 const shown = (d) => {
   const h = d.history;
-  return h.inUse.max >= 1 && h.waiting.max >= 1 && h.backends.max >= 1 && h.limit.last === Number(wantLimit);
+  return h.inUse.max >= Number(wantLimit) && h.waiting.max >= 1 && h.backends.max >= 1 && h.limit.last === Number(wantLimit);
 };
 let d = await drawn();
 while (!shown(d) && Date.now() - started < 20_000) {
