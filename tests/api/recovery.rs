@@ -15,16 +15,18 @@ const POOL_SIZE: u64 = 4;
 /// long that took.
 async fn wait_for_open(base: &str, want: u64, limit: Duration) -> Duration {
     let started = Instant::now();
+    let mut last = serde_json::Value::Null;
     loop {
         if let Ok(a) = try_get(&format!("{base}/pool"), Duration::from_secs(2)).await {
-            let live = &json(&a)["live"];
+            let live = json(&a)["live"].clone();
             if a.status == 200 && live["open"] == want && live["idle"] == want {
                 return started.elapsed();
             }
+            last = live;
         }
         assert!(
             started.elapsed() < limit,
-            "the pool did not reopen {want} connections within {limit:?}"
+            "the pool did not reopen {want} connections within {limit:?}: {last}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

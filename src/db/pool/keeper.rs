@@ -120,25 +120,25 @@ impl Pool {
         }
         let deadline = Instant::now() + self.inner.settings.connect_timeout;
         let slots = &self.inner.slots;
-        let opens = (0..missing).filter_map(|_| {
-            let turn = slots.try_turn()?.for_keeper();
-            if !slots.must_open() {
-                turn.give_up(); // a connection came back meanwhile
-                return None;
-            }
-            Some(self.connect_on(turn, deadline))
-        });
+        // sqlx hands out idle connections before it opens one, so the keeper
+        // holds the idle ones too while it opens the missing: a slot for each.
+        let wanted = missing + slots.idle();
+        let turns: Vec<_> = (0..wanted)
+            .map_while(|_| slots.try_turn().map(|t| t.for_keeper()))
+            .collect();
+        let opened_before = self.opened_total();
         let mut top_up = TopUp::default();
+        let opens = turns
+            .into_iter()
+            .map(|turn| self.connect_on(turn, deadline));
         for waited in futures_util::future::join_all(opens).await {
             match waited {
-                Waited::Got(turn, conn) => {
-                    top_up.opened += 1;
-                    give_back(turn, conn);
-                }
+                Waited::Got(turn, conn) => give_back(turn, conn),
                 Waited::Failed(DbError::Refused) => top_up.refused += 1,
                 _ => top_up.failed += 1,
             }
         }
+        top_up.opened = (self.opened_total() - opened_before) as u32;
         top_up
     }
 

@@ -413,7 +413,10 @@ impl Pool {
             .await
         {
             Gate::Open(guard) => guard,
-            Gate::Refused(e) => return Waited::Failed(e),
+            Gate::Refused(e) => {
+                turn.failed();
+                return Waited::Failed(e);
+            }
             Gate::DeadlinePassed => return Waited::DeadlinePassed,
         };
         let may_log_in = slots.must_open();
@@ -429,7 +432,10 @@ impl Pool {
         let waited = if may_log_in || inner.gate.may_be_refused(&inner.monitor) {
             tokio::select! {
                 result = acquire => Self::acquired(turn, result),
-                e = inner.gate.stuck(&inner.monitor, growing.is_some()) => Waited::Failed(e),
+                e = inner.gate.stuck(&inner.monitor, growing.is_some()) => {
+                    turn.failed();
+                    Waited::Failed(e)
+                }
             }
         } else {
             Self::acquired(turn, acquire.await)
@@ -447,8 +453,14 @@ impl Pool {
                 turn.hold();
                 Waited::Got(turn, conn)
             }
-            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Waited::DeadlinePassed,
-            Ok(Err(e)) => Waited::Failed(DbError::from_sqlx(&e)),
+            Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
+                turn.failed();
+                Waited::DeadlinePassed
+            }
+            Ok(Err(e)) => {
+                turn.failed();
+                Waited::Failed(DbError::from_sqlx(&e))
+            }
         }
     }
 

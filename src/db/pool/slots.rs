@@ -18,8 +18,9 @@
 //! `free + claimed + vacant + withheld = pool_max` always holds. A claim ends
 //! in one of two ways: [`Turn`] dropped after its connection went back to the
 //! store (the slot becomes free again, which hands it to the first waiter,
-//! FIFO) or [`Turn::vacate`] after a failed attempt (the slot becomes vacant
-//! and wakes nobody). A waiter therefore wakes only when a connection came
+//! FIFO) or, without a connection (a failed attempt, [`Turn::failed`]), the
+//! slot becomes vacant and wakes nobody — unless no claim is left at all:
+//! then no connection will come back, and waiters take vacant slots. A waiter therefore wakes only when a connection came
 //! back — or, rarely, when a claim ended without one (an abandoned request);
 //! either way it then takes an idle connection or opens one like anybody.
 
@@ -62,6 +63,13 @@ struct Parked {
     vacated_at: Option<Instant>,
 }
 
+impl Parked {
+    /// Every slot is vacant or withheld: none free, none claimed.
+    fn holds_all(&self, pool_max: u32) -> bool {
+        self.vacant + self.withheld == pool_max
+    }
+}
+
 /// How long after a failed attempt its slot stays out of reach of new
 /// arrivals. A burst's requests reach the service over tens of milliseconds
 /// while PostgreSQL refuses an attempt in a few: without the pause, a
@@ -85,6 +93,8 @@ pub struct Slots {
     claims: AtomicUsize,
     /// Requests waiting for a connection to come back.
     queued: AtomicUsize,
+    /// Told when every slot has gone vacant: waiters then take vacant slots.
+    all_gone: tokio::sync::Notify,
     /// Connections on loan to requests.
     in_use: AtomicUsize,
     pool_size: u32,
@@ -118,6 +128,7 @@ impl Slots {
             withhold_target: AtomicU32::new(0),
             claims: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            all_gone: tokio::sync::Notify::new(),
             in_use: AtomicUsize::new(0),
             pool_size,
             pool_max,
@@ -155,10 +166,37 @@ impl Slots {
         if let Some(turn) = self.try_turn() {
             return Some(turn);
         }
-        let queued = Queued::enter(&self.queued);
-        let permit = self.turns.clone().acquire_owned().await.ok()?;
-        drop(queued);
-        Some(self.claim(Some(permit), Got::Waited))
+        let _queued = Queued::enter(&self.queued);
+        let permit = self.turns.clone().acquire_owned();
+        tokio::pin!(permit);
+        loop {
+            // Registered before the check, so that a last claim ending in
+            // between is not missed.
+            let all_gone = self.all_gone.notified();
+            tokio::pin!(all_gone);
+            all_gone.as_mut().enable();
+            if let Some(turn) = self.vacant_when_nothing_comes_back() {
+                return Some(turn);
+            }
+            tokio::select! {
+                permit = &mut permit => return Some(self.claim(Some(permit.ok()?), Got::Waited)),
+                _ = all_gone => {}
+            }
+        }
+    }
+
+    /// A waiter waits for a returned connection; but when every slot is
+    /// vacant (or withheld) — none free, none claimed — none will come back. A vacant slot is then taken at once, pause or
+    /// not (the pause only keeps a burst's late arrivals from retrying a
+    /// full server while connections are still in use).
+    fn vacant_when_nothing_comes_back(self: &Arc<Self>) -> Option<Turn> {
+        let mut parked = self.parked();
+        if parked.vacant == 0 || !parked.holds_all(self.pool_max) {
+            return None;
+        }
+        parked.vacant -= 1;
+        drop(parked);
+        Some(self.claim(None, Got::Vacant))
     }
 
     fn claim(self: &Arc<Self>, permit: Option<OwnedSemaphorePermit>, got: Got) -> Turn {
@@ -167,7 +205,8 @@ impl Slots {
             permit,
             slots: self.clone(),
             holding: false,
-            pauses: true,
+            pauses: false,
+            keeper: false,
             got,
         }
     }
@@ -205,6 +244,9 @@ impl Slots {
             if pause {
                 parked.vacated_at = Some(Instant::now());
             }
+        }
+        if parked.holds_all(self.pool_max) {
+            self.all_gone.notify_waiters();
         }
     }
 
@@ -326,9 +368,12 @@ pub struct Turn {
     /// freed (the connection came back, or was closed and may be replaced);
     /// without one, the slot goes vacant.
     holding: bool,
-    /// A failure on this turn pauses the vacant slots ([`VACANT_PAUSE`]):
-    /// true for requests, not for the keeper, whose retries are no burst.
+    /// Its connection attempt failed, and the vacant slot it leaves rests
+    /// ([`VACANT_PAUSE`]): set by [`Turn::failed`] on requests' attempts;
+    /// not for the keeper, whose retries are no burst, nor for a request
+    /// that was abandoned.
     pauses: bool,
+    keeper: bool,
     got: Got,
 }
 
@@ -352,8 +397,14 @@ impl Turn {
 
     /// A turn of the keeper's: its failures do not pause the vacant slots.
     pub fn for_keeper(mut self) -> Turn {
-        self.pauses = false;
+        self.keeper = true;
         self
+    }
+
+    /// This request's connection attempt failed (refused, or the database
+    /// away): the slot goes vacant and rests (see [`VACANT_PAUSE`]).
+    pub fn failed(mut self) {
+        self.pauses = !self.keeper;
     }
 
     /// A connection is had on this turn (see [`Turn::holding`]).
@@ -361,32 +412,14 @@ impl Turn {
         self.holding = true;
     }
 
-    /// No connection came of this turn (the attempt failed, or the
-    /// deadline passed first): the slot becomes vacant and no waiter is
-    /// woken. The same as dropping a turn that never held a connection;
-    /// named for the places where that is the point.
-    pub fn vacate(self) {
-        debug_assert!(!self.holding);
-        drop(self);
-    }
-
-    /// Gives the slot back unused, to where it came from (free or vacant).
-    pub fn give_up(mut self) {
-        self.holding = self.got != Got::Vacant;
-    }
-
     pub fn slots(&self) -> &Arc<Slots> {
         &self.slots
-    }
-
-    fn end_claim(&mut self) {
-        self.slots.claims.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.end_claim();
+        self.slots.claims.fetch_sub(1, Ordering::Relaxed);
         if self.holding {
             self.slots.release(self.permit.take());
         } else {
@@ -459,8 +492,8 @@ mod tests {
         tokio::task::yield_now().await;
 
         // Two attempts refused: their slots go vacant, nobody wakes.
-        openers.pop().unwrap().vacate();
-        openers.pop().unwrap().vacate();
+        openers.pop().unwrap().failed();
+        openers.pop().unwrap().failed();
         openers.iter_mut().for_each(Turn::hold);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(waiting.iter().all(|w| !w.is_finished()));
@@ -478,7 +511,7 @@ mod tests {
     async fn an_arrival_takes_a_vacant_slot_before_waiting() {
         let (slots, _store) = slots(1, 2);
         let held = held(&slots);
-        slots.try_turn().unwrap().vacate();
+        slots.try_turn().unwrap().failed();
         assert!(slots.try_turn().is_none(), "paused just after the failure");
         tokio::time::sleep(VACANT_PAUSE).await;
         let mut again = slots.try_turn().expect("the vacant slot");
@@ -499,7 +532,7 @@ mod tests {
         let mut first: Vec<Turn> = (0..4).map(|_| slots.try_turn().unwrap()).collect();
         let waiting = waiters(&slots, 4);
         tokio::task::yield_now().await;
-        first.pop().unwrap().vacate(); // refused
+        first.pop().unwrap().failed(); // refused
         first.iter_mut().for_each(Turn::hold);
         let mut wave = 1;
         let mut served = vec![first.len()];
@@ -546,6 +579,24 @@ mod tests {
         let all: Vec<Turn> = (0..4).map(|_| held(&slots)).collect();
         assert!(slots.try_turn().is_none());
         drop(all);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_no_connection_can_come_back_a_waiter_takes_a_vacant_slot() {
+        // Pool 0 + 2: both attempts fail while a request waits. Nothing is
+        // held, so nothing will be returned: the waiter must not sit out
+        // its pool timeout, pause or not.
+        let (slots, _store) = slots(0, 2);
+        let (a, b) = (slots.try_turn().unwrap(), slots.try_turn().unwrap());
+        let mut waiting = waiters(&slots, 1);
+        tokio::task::yield_now().await;
+        a.failed();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiting[0].is_finished(), "a claim is still alive");
+        b.failed();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (turn, _) = waiting.pop().unwrap().await.unwrap().unwrap();
+        assert_eq!(turn.got(), Got::Vacant);
     }
 
     #[tokio::test(start_paused = true)]
