@@ -6,7 +6,7 @@ use crate::contract::{PoolerReport, ServerLimits};
 use crate::db::pool::Pool;
 use crate::settings::DatabaseSettings;
 
-pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool) {
+pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool, budget: &BudgetWatch) {
     tracing::info!(
         database = %db.url,
         pool_size = db.pool_size,
@@ -16,7 +16,7 @@ pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool) {
         overflow_idle_timeout_s = db.overflow_idle_timeout.as_secs_f64(),
         pool_recycle_s = db.pool_recycle.as_secs_f64(),
         statement_timeout_s = db.statement_timeout.as_secs_f64(),
-        "pool configured (min_connections = DB_POOL_SIZE, max_connections = DB_POOL_SIZE + DB_MAX_OVERFLOW)"
+        "pool configured (DB_POOL_SIZE kept open, at most DB_POOL_SIZE + DB_MAX_OVERFLOW)"
     );
     let server = pool.monitor().sample().await;
     let pooler = match pool.pooler() {
@@ -48,8 +48,7 @@ pub async fn log_startup_report(db: &DatabaseSettings, pool: &Pool) {
                 replicas = limits.replicas.len(),
                 "PostgreSQL limits"
             );
-            pool.budget_watch()
-                .observe(&topology(db, Some(limits), pooler.as_ref()));
+            budget.observe(&topology(db, Some(limits), pooler.as_ref()));
         }
         Err(e) => tracing::warn!(error = %e, "could not read PostgreSQL's limits"),
     }
@@ -102,11 +101,10 @@ impl BudgetWatch {
 }
 
 /// Re-reads the budget after a sample of PostgreSQL's limits (see [`BudgetWatch`]).
-pub fn watch_budget(db: &DatabaseSettings, pool: &Pool) {
+pub fn watch_budget(db: &DatabaseSettings, pool: &Pool, budget: &BudgetWatch) {
     let Some(limits) = pool.monitor().last_sample() else {
         return;
     };
     let pooler = pool.pooler().and_then(|p| p.last());
-    pool.budget_watch()
-        .observe(&topology(db, Some(&limits), pooler.as_ref()));
+    budget.observe(&topology(db, Some(&limits), pooler.as_ref()));
 }

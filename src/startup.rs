@@ -136,7 +136,8 @@ async fn prepare_database(state: Arc<AppState>) {
     tokio::spawn(state.pool.clone().keep());
     // Reported before the service calls itself ready, so that the pool
     // arithmetic is in the log when the first client starts.
-    crate::report::log_startup_report(&state.settings.database, &state.pool).await;
+    let budget = crate::report::BudgetWatch::default();
+    crate::report::log_startup_report(&state.settings.database, &state.pool, &budget).await;
     state.set_migrated();
     // Keep PostgreSQL's side of /metrics fresh (the monitor's last sample).
     loop {
@@ -150,7 +151,7 @@ async fn prepare_database(state: Arc<AppState>) {
             // The database or PgBouncer went away: idle connections may be broken.
             state.pool.suspect();
         } else {
-            crate::report::watch_budget(&state.settings.database, &state.pool);
+            crate::report::watch_budget(&state.settings.database, &state.pool, &budget);
         }
     }
 }

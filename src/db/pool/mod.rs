@@ -107,7 +107,6 @@ struct Inner {
     /// or the pooler went away): the keeper checks them on its next round.
     suspect: AtomicBool,
     keeper: keeper::State,
-    budget: crate::report::BudgetWatch,
 }
 
 tokio::task_local! {
@@ -199,7 +198,6 @@ impl Pool {
                 closed: AtomicU64::new(0),
                 suspect: AtomicBool::new(false),
                 keeper: keeper::State::default(),
-                budget: Default::default(),
             }),
         };
         keeper::spawn_trimmer(&pool);
@@ -491,11 +489,6 @@ impl Pool {
             }
             ProbeOutcome::Failed(e) => AcquireError::Db(e),
         }
-    }
-
-    /// The budget this replica last logged (see [`crate::report::BudgetWatch`]).
-    pub fn budget_watch(&self) -> &crate::report::BudgetWatch {
-        &self.inner.budget
     }
 
     /// Something failed that may have broken the idle connections: the
