@@ -115,7 +115,7 @@ impl Pool {
     /// requests wait: they are served by returned connections first.
     async fn top_up(&self) -> TopUp {
         let missing = self.missing();
-        if missing == 0 || self.inner.waiting.count() > 0 {
+        if missing == 0 || self.inner.slots.queued() > 0 {
             return TopUp::default();
         }
         let deadline = Instant::now() + self.inner.settings.connect_timeout;

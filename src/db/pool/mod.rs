@@ -73,7 +73,6 @@ use crate::metrics::{observe, PoolMetrics, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 use gate::{Gate, Gatekeeper};
 use slots::{Slots, Turn};
-use waiters::Waiters;
 
 /// How often PostgreSQL checks, during a running statement, whether the
 /// client went away. An abandoned request's connection is closed (see
@@ -99,7 +98,6 @@ struct Inner {
     slots: Arc<Slots>,
     /// Asks PostgreSQL before the pool grows where it may refuse.
     gate: Gatekeeper,
-    waiting: Waiters,
     metrics: PoolMetrics,
     /// Closed connections reported so far: `opened − open` only ever grows.
     closed: AtomicU64,
@@ -193,7 +191,6 @@ impl Pool {
                 settings: settings.clone(),
                 slots,
                 gate: Gatekeeper::new(settings.pool_max(), settings.pooler_admin_url.is_some()),
-                waiting: Waiters::default(),
                 metrics,
                 closed: AtomicU64::new(0),
                 suspect: AtomicBool::new(false),
@@ -250,7 +247,7 @@ impl Pool {
             open: slots.open(),
             idle: slots.idle(),
             in_use: slots.in_use(),
-            waiting: self.inner.waiting.count() as u32,
+            waiting: self.inner.slots.queued(),
         }
     }
 
@@ -285,7 +282,7 @@ impl Pool {
 
     /// How long the request waiting longest has waited (zero when none waits).
     pub fn oldest_wait(&self) -> Duration {
-        self.inner.waiting.oldest_wait()
+        self.inner.slots.waiters().oldest_wait()
     }
 
     /// The pool's numbers for `/metrics`.
@@ -388,10 +385,9 @@ impl Pool {
         self.connect_on(turn, deadline).await
     }
 
-    /// Waits, counted, for a connection to come back.
+    /// Waits for a connection to come back (the slots count the wait).
     async fn wait_for_turn(&self, deadline: Instant) -> Result<Turn, Waited> {
-        let _waiting = self.inner.waiting.enter();
-        tracing::Span::current().record("pool.waiting", self.inner.waiting.count());
+        tracing::Span::current().record("pool.waiting", self.inner.slots.queued() + 1);
         match tokio::time::timeout_at(deadline.into(), self.inner.slots.turn()).await {
             Err(_elapsed) => Err(Waited::QueueTimedOut),
             Ok(None) => Err(Waited::Failed(DbError::Unavailable(

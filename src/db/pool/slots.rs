@@ -91,8 +91,8 @@ pub struct Slots {
     /// Turns alive ([`Turn`]): each holds a connection, is about to take or
     /// open one, or is giving one back. A claim ends when its slot is freed.
     claims: AtomicUsize,
-    /// Requests waiting for a connection to come back.
-    queued: AtomicUsize,
+    /// Requests waiting for a connection to come back, and since when.
+    waiters: super::waiters::Waiters,
     /// Told when every slot has gone vacant: waiters then take vacant slots.
     all_gone: tokio::sync::Notify,
     /// Connections on loan to requests.
@@ -127,7 +127,7 @@ impl Slots {
             parked: Mutex::new(Parked::default()),
             withhold_target: AtomicU32::new(0),
             claims: AtomicUsize::new(0),
-            queued: AtomicUsize::new(0),
+            waiters: Default::default(),
             all_gone: tokio::sync::Notify::new(),
             in_use: AtomicUsize::new(0),
             pool_size,
@@ -166,7 +166,7 @@ impl Slots {
         if let Some(turn) = self.try_turn() {
             return Some(turn);
         }
-        let _queued = Queued::enter(&self.queued);
+        let _waiting = self.waiters.enter();
         let permit = self.turns.clone().acquire_owned();
         tokio::pin!(permit);
         loop {
@@ -304,7 +304,12 @@ impl Slots {
 
     /// Requests waiting for a connection to come back.
     pub fn queued(&self) -> u32 {
-        self.queued.load(Ordering::Relaxed) as u32
+        self.waiters.count() as u32
+    }
+
+    /// Who waits, and since when (for `/pool` and `/metrics`).
+    pub fn waiters(&self) -> &super::waiters::Waiters {
+        &self.waiters
     }
 
     /// Connections no claim holds, is about to take or is giving back.
@@ -338,23 +343,6 @@ impl Slots {
 /// same instant may both stay; the trimmer closes what surplus lasts.
 pub fn keep_on_return(idle_now: u32, pool_size: u32) -> bool {
     idle_now < pool_size
-}
-
-/// Counts a request as queued for as long as it waits, even if its future
-/// is dropped half-way.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl Queued<'_> {
-    fn enter(count: &AtomicUsize) -> Queued<'_> {
-        count.fetch_add(1, Ordering::Relaxed);
-        Queued(count)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// One slot, claimed: held until the connection is back in the store (or

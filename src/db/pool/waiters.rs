@@ -7,13 +7,16 @@
 //! `DB_POOL_TIMEOUT` while a wave is stuck.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
 pub struct Waiters {
     next: AtomicU64,
+    /// The map's length, readable without the lock (the keep decision reads
+    /// it on every returned connection).
+    count: AtomicUsize,
     /// Arrival times by ticket; tickets grow, so the first entry is the oldest.
     since: Mutex<BTreeMap<u64, Instant>>,
 }
@@ -24,6 +27,7 @@ impl Waiters {
     pub fn enter(&self) -> Waiting<'_> {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(ticket, Instant::now());
+        self.count.fetch_add(1, Ordering::Relaxed);
         Waiting {
             waiters: self,
             ticket,
@@ -31,7 +35,7 @@ impl Waiters {
     }
 
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.count.load(Ordering::Relaxed)
     }
 
     /// The oldest waiting request's wait so far; zero when none waits.
@@ -55,6 +59,7 @@ pub struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.waiters.lock().remove(&self.ticket);
+        self.waiters.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
