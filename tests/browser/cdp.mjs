@@ -1,7 +1,6 @@
 // A headless Chromium (Debian's `chromium`, or $CHROMIUM) driven over the
-// DevTools protocol with Node's own WebSocket (no npm package), with the same
-// flags as live-page.mjs. Shared by the browser scripts that ask a page what
-// it drew:
+// DevTools protocol with Node's own WebSocket (no npm package). Shared by the
+// browser scripts that ask a page what it drew:
 //
 //   const b = await launch("name");       // Chromium started, one page attached
 //   await b.navigate(url);
