@@ -12,6 +12,20 @@ use crate::helpers::{json, try_get, TestApp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolscope");
 
+/// A sweep small enough for a test: two steps of a second, four clients.
+const TWO_HOT_STEPS: [&str; 10] = [
+    "--work",
+    "hot",
+    "--limits",
+    "1,2",
+    "--step",
+    "1",
+    "--warmup",
+    "0.3",
+    "--clients",
+    "4",
+];
+
 async fn sweep(args: &[&str], url: &str) -> Output {
     let mut cmd = Command::new(BIN);
     // As compose runs it: `docker compose run client sweep …`.
@@ -53,18 +67,7 @@ async fn a_two_step_sweep_prints_the_table_and_reads_the_server() {
     ])
     .await;
     let url = app.url("/test/postgres/");
-    let common = [
-        "--work",
-        "hot",
-        "--limits",
-        "1,2",
-        "--step",
-        "1",
-        "--warmup",
-        "0.3",
-        "--clients",
-        "4",
-    ];
+    let common = TWO_HOT_STEPS;
 
     let out = sweep(&common, &url).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -162,20 +165,10 @@ async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser(
     let _ = std::fs::remove_file(&picture);
     let out = sweep(
         &[
-            "--work",
-            "hot",
-            "--limits",
-            "1,2",
-            "--step",
-            "1",
-            "--warmup",
-            "0.3",
-            "--clients",
-            "4",
-            "--json",
-            "--report",
-            picture.to_str().unwrap(),
-        ],
+            &TWO_HOT_STEPS[..],
+            &["--json", "--report", picture.to_str().unwrap()],
+        ]
+        .concat(),
         &app.url("/test/postgres/"),
     )
     .await;
