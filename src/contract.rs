@@ -177,6 +177,72 @@ impl ServerLimits {
     }
 }
 
+/// `GET /live`, polled by the live page four times a second: this replica's
+/// pool, PostgreSQL's side (the monitor's last sample), the budget and the
+/// current run's answers the page has not seen yet.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveView {
+    pub replica: String,
+    pub sleep_seconds: f64,
+    pub pool_timeout_s: f64,
+    pub pool: LivePool,
+    pub postgres: Option<LivePostgres>,
+    pub budget: Option<Budget>,
+    pub run: RunView,
+}
+
+/// This replica's pool, as the live page draws it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LivePool {
+    pub size: u32,
+    pub max: u32,
+    pub open: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    pub waiting: u32,
+    /// How long the oldest waiting request has waited (PgBouncer's `maxwait`).
+    pub oldest_wait_s: f64,
+    pub opened: u64,
+    pub closed: u64,
+    /// The limit in force (lowered for a while by `poolscope sweep`).
+    pub limit: u32,
+}
+
+/// PostgreSQL's slots, as the live page draws them: the whole service's
+/// share, because the bar shows what every replica takes from the server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LivePostgres {
+    pub max_connections: u32,
+    pub reserved: u32,
+    pub backends_total: u32,
+    /// Every replica's pool, as [`Postgres::backends_service_all`].
+    pub backends_service_all: u32,
+    pub grantable_to_service: u32,
+    /// Backends running a statement, and those of them waiting on a lock.
+    pub active: u32,
+    pub lock_waiters: u32,
+}
+
+/// The current run's answers from `from` on (`GET /live?run=ID&after=N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: u64,
+    pub elapsed_ms: u64,
+    /// Demo requests that arrived in this run (the client's N).
+    pub arrived: u64,
+    pub in_flight: u64,
+    pub answered: u64,
+    /// The `pg_sleep` of the run's requests, once one was served.
+    pub seconds: Option<f64>,
+    /// Index of the first answer in `answers`.
+    pub from: usize,
+    pub answers: Vec<Answer>,
+}
+
+/// One answer of a run: ms since the run started, HTTP status, error kind if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer(pub u32, pub u16, pub Option<ErrorKind>);
+
 /// `error` in every error answer's body: what went wrong, for machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -10,18 +10,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::contract::ErrorKind;
+pub use crate::contract::{Answer, RunView};
 
 /// Quiet time that separates two runs.
 pub const IDLE_GAP: Duration = Duration::from_secs(1);
 /// Answers kept per run (the page draws 10,000 comfortably).
 pub const MAX_ANSWERS: usize = 50_000;
-
-/// One answer: ms since the run started, HTTP status, error kind if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Answer(pub u32, pub u16, pub Option<ErrorKind>);
 
 #[derive(Debug)]
 struct Inner {
@@ -33,22 +28,6 @@ struct Inner {
     /// The sleep the run's first served request asked for.
     seconds: Option<f64>,
     answers: Vec<Answer>,
-}
-
-/// What the page asked for: the run and the answers from `after` on.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunView {
-    pub id: u64,
-    pub elapsed_ms: u64,
-    /// Demo requests that arrived in this run (the client's N).
-    pub arrived: u64,
-    pub in_flight: u64,
-    pub answered: u64,
-    /// The `pg_sleep` of the run's requests, once one was served.
-    pub seconds: Option<f64>,
-    /// Index of the first answer in `answers`.
-    pub from: usize,
-    pub answers: Vec<Answer>,
 }
 
 #[derive(Clone)]

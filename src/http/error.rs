@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The client hung up; nobody reads this answer, but the log does.
     #[error("the client closed the connection before the answer")]
     ClientClosed,
+    /// Anything else the web framework reports: still a JSON answer.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => ErrorKind::MethodNotAllowed,
             ApiError::Forbidden(_) => ErrorKind::Forbidden,
             ApiError::ClientClosed => ErrorKind::ClientClosed,
+            ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -118,7 +122,9 @@ impl ResponseError for ApiError {
             // nginx's "client closed request"; never seen by the client.
             ApiError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             ApiError::Db(DbError::StatementTimeout) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Db(DbError::Other(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Db(DbError::Other(_)) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             ApiError::PoolTimeout { .. } | ApiError::Db(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

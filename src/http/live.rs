@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use poem::web::{Data, Json, Query};
 use poem::{handler, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use super::error::ApiError;
 use super::AppState;
-use crate::budget::Budget;
-use crate::runlog::RunView;
+use crate::contract::{LivePool, LivePostgres, LiveView};
 
 const PAGE: &str = include_str!("live.html");
 
@@ -39,47 +39,16 @@ pub struct Since {
     after: usize,
 }
 
-#[derive(Debug, Serialize)]
-pub struct LiveView {
-    replica: String,
-    sleep_seconds: f64,
-    pool_timeout_s: f64,
-    pool: PoolView,
-    postgres: Option<PgView>,
-    budget: Option<Budget>,
-    run: RunView,
-}
-
-#[derive(Debug, Serialize)]
-struct PoolView {
-    size: u32,
-    max: u32,
-    open: u32,
-    idle: u32,
-    in_use: u32,
-    waiting: u32,
-    /// How long the oldest waiting request has waited (PgBouncer's `maxwait`).
-    oldest_wait_s: f64,
-    opened: u64,
-    closed: u64,
-    /// The limit in force (lowered for a while by `poolscope sweep`).
-    limit: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct PgView {
-    max_connections: u32,
-    reserved: u32,
-    backends_total: u32,
-    backends_service: u32,
-    grantable: u32,
-    /// Backends running a statement, and those of them waiting on a lock.
-    active: u32,
-    lock_waiters: u32,
-}
-
 #[handler]
-pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> {
+pub fn live(
+    state: Data<&Arc<AppState>>,
+    since: poem::Result<Query<Since>>,
+) -> Result<Json<LiveView>, ApiError> {
+    let since = since.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{e}; /live takes run and after, whole numbers from 0 (e.g. /live?run=3&after=120)"
+        ))
+    })?;
     refresh_server_sample(&state);
     let db = &state.settings.database;
     let live = state.pool.live();
@@ -89,11 +58,11 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
     let budget = server
         .as_ref()
         .map(|s| crate::report::topology(db, Some(s), pooler.as_ref()).budget());
-    Json(LiveView {
+    Ok(Json(LiveView {
         replica: db.replica.clone(),
         sleep_seconds: state.settings.demo.sleep_seconds,
         pool_timeout_s: db.pool_timeout.as_secs_f64(),
-        pool: PoolView {
+        pool: LivePool {
             size: db.pool_size,
             max: db.pool_max(),
             open: live.open,
@@ -105,18 +74,18 @@ pub fn live(state: Data<&Arc<AppState>>, since: Query<Since>) -> Json<LiveView> 
             closed: state.pool.closed_total(),
             limit: state.limit.pool.limit(),
         },
-        postgres: server.map(|s| PgView {
+        postgres: server.map(|s| LivePostgres {
             max_connections: s.max_connections,
             reserved: s.reserved,
             backends_total: s.backends_total,
-            backends_service: s.backends_service_all,
-            grantable: s.grantable_to_service(),
+            backends_service_all: s.backends_service_all,
+            grantable_to_service: s.grantable_to_service(),
             active: s.activity.active,
             lock_waiters: s.activity.lock_waiters,
         }),
         budget,
         run: state.runlog.view(since.run, since.after),
-    })
+    }))
 }
 
 /// One background sample at a time, at most once per [`SAMPLE_EVERY`].

@@ -86,23 +86,49 @@ impl AppState {
     }
 }
 
+/// Declares every route once: its path (also its metric label and span
+/// name), any alias answering the same, and its endpoint. From that one list
+/// come the router, [`route_of`] (the label of a request's path: a route
+/// missing there would be counted as `other`) and [`PATHS`] (the 404 hint).
+macro_rules! routes {
+    ($( $path:literal $(| $alias:literal)* => $endpoint:expr ),+ $(,)?) => {
+        fn router() -> Route {
+            Route::new() $( .at($path, $endpoint) $( .at($alias, $endpoint) )* )+
+        }
+
+        /// The route a path belongs to, as metrics and spans name it; any
+        /// other path is `other`, so a scan of random paths cannot blow up
+        /// the metric's cardinality.
+        pub fn route_of(path: &str) -> &'static str {
+            match path {
+                $( $path $(| $alias)* => $path, )+
+                _ => "other",
+            }
+        }
+
+        /// Every route's path, for the 404 answer's hint.
+        pub const PATHS: &[&str] = &[$($path),+];
+    };
+}
+
+routes! {
+    "/" => get(live::page),
+    "/test/postgres/" | "/test/postgres" => get(demo::test_postgres),
+    "/pool" => get(status::pool),
+    "/pool/limit" => get(pool_limit::get_limit)
+        .post(pool_limit::post_limit)
+        .delete(pool_limit::delete_limit),
+    "/live" => get(live::live),
+    "/healthz" => get(status::healthz),
+    "/readyz" => get(status::readyz),
+    "/metrics" => get(status::metrics),
+}
+
 pub fn routes(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
-    let routes = Route::new()
-        .at("/test/postgres/", get(demo::test_postgres))
-        .at("/test/postgres", get(demo::test_postgres))
-        .at("/healthz", get(status::healthz))
-        .at("/readyz", get(status::readyz))
-        .at("/pool", get(status::pool))
-        .at(
-            "/pool/limit",
-            get(pool_limit::get_limit)
-                .post(pool_limit::post_limit)
-                .delete(pool_limit::delete_limit),
-        )
-        .at("/metrics", get(status::metrics))
-        .at("/", get(live::page))
-        .at("/live", get(live::live));
-    observe::Observed { routes, state }
+    observe::Observed {
+        routes: router(),
+        state,
+    }
 }
 
 /// Our own errors render themselves; poem's routing errors become JSON too.
@@ -116,15 +142,14 @@ fn error_response(err: poem::Error) -> Response {
         return poem::error::ResponseError::as_response(api);
     }
     let api = if err.is::<NotFoundError>() {
-        ApiError::NotFound(
-            "this path; try /, /test/postgres/, /pool, /pool/limit, /live, /healthz, /readyz, /metrics"
-                .into(),
-        )
+        ApiError::NotFound(format!("this path; try {}", PATHS.join(", ")))
     } else if err.is::<MethodNotAllowedError>() {
         ApiError::MethodNotAllowed
+    } else if err.status().is_client_error() {
+        // An extractor's refusal (a malformed query string, a body too large).
+        ApiError::BadRequest(err.to_string())
     } else {
-        let status = err.status();
-        return poem::Error::from_string(err.to_string(), status).into_response();
+        ApiError::Internal(err.to_string())
     };
     poem::error::ResponseError::as_response(&api)
 }

@@ -17,23 +17,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::demo::Timing;
 use super::error::ErrorKind;
-use super::AppState;
-
-/// The route label: known routes by name, everything else as `other`, so a
-/// scan of random paths cannot blow up the metric's cardinality.
-pub fn route_of(path: &str) -> &'static str {
-    match path {
-        "/test/postgres/" | "/test/postgres" => "/test/postgres/",
-        "/healthz" => "/healthz",
-        "/readyz" => "/readyz",
-        "/pool" => "/pool",
-        "/pool/limit" => "/pool/limit",
-        "/metrics" => "/metrics",
-        "/" => "/",
-        "/live" => "/live",
-        _ => "other",
-    }
-}
+use super::{route_of, AppState};
 
 struct Headers<'a>(&'a HeaderMap);
 

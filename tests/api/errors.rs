@@ -2,7 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{get_url, header, json, Cluster, TestApp};
+use poolscope::contract::{ErrorBody, ErrorKind, LiveView};
+
+use crate::helpers::{get_url, header, json, parsed, Cluster, TestApp};
 
 #[tokio::test]
 async fn every_bad_seconds_value_is_a_400() {
@@ -35,7 +37,47 @@ async fn unknown_routes_and_methods_answer_json() {
     let app = TestApp::spawn(&[]).await;
     let answer = app.get("/nope").await;
     assert_eq!(answer.status, 404);
-    assert_eq!(json(&answer)["error"], "not_found");
+    let body: ErrorBody = parsed(&answer);
+    assert_eq!(body.error, ErrorKind::NotFound);
+    // The hint lists the routes, and every route it names is served.
+    let hint = body.message.split_once("try ").expect("a hint").1;
+    let routes: Vec<&str> = hint.split(", ").collect();
+    assert!(
+        routes.len() >= 8 && routes.contains(&"/test/postgres/"),
+        "{hint}"
+    );
+    for route in routes {
+        let status = app.get(&format!("{route}?seconds=0")).await.status;
+        assert!(status != 404 && status != 405, "GET {route}: {status}");
+    }
+
+    let answer = crate::helpers::http_client()
+        .put(app.url("/pool"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 405);
+    let body: ErrorBody = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    assert_eq!(body.error, ErrorKind::MethodNotAllowed);
+}
+
+/// A malformed query string is a JSON 400 on every route, naming what is allowed.
+#[tokio::test]
+async fn a_bad_live_query_is_a_json_400() {
+    let app = TestApp::spawn(&[]).await;
+    for bad in ["/live?run=abc", "/live?after=-1"] {
+        let answer = app.get(bad).await;
+        assert_eq!(answer.status, 400, "{bad}");
+        let body: ErrorBody = parsed(&answer);
+        assert_eq!(body.error, ErrorKind::BadRequest, "{bad}");
+        assert!(
+            body.message.contains("whole numbers"),
+            "{bad}: {}",
+            body.message
+        );
+    }
+    let live: LiveView = parsed(&app.get("/live?run=0&after=0").await);
+    assert_eq!(live.pool.max, 20);
 }
 
 #[tokio::test]

@@ -342,7 +342,7 @@ pub struct Answer {
 /// The tests' own HTTP client (reqwest), not the product's: a bug in
 /// `poolscope client` must not hide one in the server. No connection reuse,
 /// so every request has its own connection, as the demo's clients do.
-fn http_client() -> &'static reqwest::Client {
+pub fn http_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -383,6 +383,17 @@ pub async fn get_url(url: &str) -> Answer {
 pub fn json(answer: &Answer) -> serde_json::Value {
     serde_json::from_slice(&answer.body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&answer.body)))
+}
+
+/// The answer's body as one of the service's wire types (`poolscope::contract`).
+pub fn parsed<T: serde::de::DeserializeOwned>(answer: &Answer) -> T {
+    serde_json::from_slice(&answer.body).unwrap_or_else(|e| {
+        panic!(
+            "not a {} ({e}): {}",
+            std::any::type_name::<T>(),
+            String::from_utf8_lossy(&answer.body)
+        )
+    })
 }
 
 pub fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
