@@ -89,7 +89,7 @@ async fn a_busy_pool_answers_pool_timeout_with_retry_after() {
     ])
     .await;
     let holder = tokio::spawn(get_url_owned(app.url("/test/postgres/?seconds=2")));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_for_live("in_use", 1, Duration::from_secs(2)).await;
 
     let started = Instant::now();
     let answer = app.get("/test/postgres/?seconds=0").await;
@@ -174,7 +174,6 @@ async fn statement_timeout_is_a_504() {
         &app.db_name,
         "BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;",
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
     let answer = app.get("/test/postgres/?seconds=0.1").await;

@@ -3,7 +3,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{get_url, json, spawn_gets, try_get, Cluster, ServeProcess, TestApp};
+use crate::helpers::{
+    eventually, get_url, json, spawn_gets, try_get, wait_for_live, Cluster, ServeProcess, TestApp,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_poolscope");
 
@@ -59,17 +61,14 @@ async fn pool_reports_configuration_server_limits_and_live_state() {
     assert_eq!(idle["concurrency"], 5, "{idle}");
     assert_eq!(idle["live"]["in_use"], 0);
 
-    let busy = tokio::spawn(async move {
-        let url = app.url("/test/postgres/?seconds=1");
-        let requests = spawn_gets(&url, 7);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let during = json(&app.get("/pool").await);
-        for r in requests {
-            assert_eq!(r.await.unwrap().status, 200);
-        }
-        during
-    });
-    let during = busy.await.unwrap();
+    let url = app.url("/test/postgres/?seconds=1");
+    let requests = spawn_gets(&url, 7);
+    app.wait_for_live("waiting", 2, Duration::from_secs(1))
+        .await;
+    let during = json(&app.get("/pool").await);
+    for r in requests {
+        assert_eq!(r.await.unwrap().status, 200);
+    }
     assert_eq!(during["live"]["in_use"], 5, "{during}");
     assert_eq!(during["live"]["waiting"], 2, "{during}");
     assert_eq!(during["live"]["open"], 5, "{during}");
@@ -93,14 +92,23 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         "{}/test/postgres/?seconds=1.5",
         served.base
     )));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_live(&served.base, "in_use", 1, Duration::from_secs(2)).await;
     served.sigterm();
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let refused = try_get(&format!("{}/healthz", served.base), Duration::from_secs(2)).await;
+    // New connections are refused at once, while the one in flight goes on.
+    let healthz = format!("{}/healthz", served.base);
+    eventually(
+        "new requests refused during shutdown",
+        Duration::from_secs(1),
+        async || match try_get(&healthz, Duration::from_secs(2)).await {
+            Err(_refused) => Ok(()),
+            Ok(answer) => Err(format!("{} accepted", answer.status)),
+        },
+    )
+    .await;
     assert!(
-        refused.is_err(),
-        "a new request was accepted during shutdown"
+        !in_flight.is_finished(),
+        "the in-flight request ended early"
     );
     assert_eq!(in_flight.await.unwrap(), 200);
     assert_eq!(served.wait().await.status.code(), Some(0));
@@ -141,7 +149,7 @@ async fn sigterm_gives_up_on_requests_after_the_grace() {
         .is_success());
     let long = format!("{}/test/postgres/?seconds=10", served.base);
     let in_flight = tokio::spawn(async move { try_get(&long, Duration::from_secs(15)).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for_live(&served.base, "in_use", 1, Duration::from_secs(2)).await;
     let signalled = Instant::now();
     served.sigterm();
     let out = served.wait().await;

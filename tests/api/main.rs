@@ -1,6 +1,7 @@
 //! One test binary (zero2prod style): black-box HTTP against the real service
 //! on a real PostgreSQL.
 
+mod cluster;
 mod helpers;
 
 mod client;

@@ -176,7 +176,8 @@ async fn metrics_are_right_in_the_middle_of_a_wave() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "2"), ("DB_MAX_OVERFLOW", "1")]).await;
     let url = app.url("/test/postgres/?seconds=1");
     let requests = spawn_gets(&url, 5);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_for_live("waiting", 2, Duration::from_secs(1))
+        .await;
 
     let during = String::from_utf8(app.get("/metrics").await.body.to_vec()).unwrap();
     assert!(during.ends_with("# EOF\n"), "not OpenMetrics:\n{during}");

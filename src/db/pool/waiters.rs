@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as std's, except that tests can pause and advance it.
+use tokio::time::Instant;
 
 #[derive(Default)]
 pub struct Waiters {
@@ -67,18 +70,19 @@ impl Drop for Waiting<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_oldest_is_whoever_came_first_and_is_still_there() {
+    #[tokio::test(start_paused = true)]
+    async fn the_oldest_is_whoever_came_first_and_is_still_there() {
         let w = Waiters::default();
         assert_eq!(w.oldest_wait(), Duration::ZERO);
         let first = w.enter();
-        std::thread::sleep(Duration::from_millis(30));
+        tokio::time::advance(Duration::from_millis(30)).await;
         let second = w.enter();
+        tokio::time::advance(Duration::from_millis(5)).await;
         assert_eq!(w.count(), 2);
-        assert!(w.oldest_wait() >= Duration::from_millis(30));
+        assert_eq!(w.oldest_wait(), Duration::from_millis(35));
         drop(first);
         assert_eq!(w.count(), 1);
-        assert!(w.oldest_wait() < Duration::from_millis(30));
+        assert_eq!(w.oldest_wait(), Duration::from_millis(5));
         drop(second);
         assert_eq!((w.count(), w.oldest_wait()), (0, Duration::ZERO));
     }
