@@ -1,8 +1,9 @@
 //! `--report FILE`: a picture of a finished run as one self-contained HTML
 //! file (inline SVG and CSS, no script, nothing fetched): every answer as a
 //! dot at its completion time, coloured by status and error kind, stacked
-//! per an eighth of the sleep (at least 0.1 s), so each wave is a column of its size; the expected waves drawn
-//! beside as dashed outlines; and the summary text below.
+//! per an eighth of the sleep (at least 0.1 s), so each wave is a column of
+//! its size; the expected waves drawn beside as dashed outlines; and the
+//! summary text below.
 
 use std::fmt::Write;
 
