@@ -137,8 +137,17 @@ impl Cluster {
                 // SAFETY: kill(2) with a pid read from postmaster.pid.
                 unsafe { libc::kill(pid, libc::SIGINT) };
             }
-            // The image stops PostgreSQL with SIGINT: a fast shutdown.
-            Server::Container(name) => run_ok(Command::new("docker").args(["stop", name])),
+            // pg_ctl's fast shutdown (sessions terminated) ends the
+            // container's main process, whatever signal the image's init
+            // would forward.
+            Server::Container(name) => {
+                run_ok(
+                    Command::new("docker")
+                        .args(["exec", "-u", "postgres", name])
+                        .args(["sh", "-c", "pg_ctl stop --no-wait -m fast -D \"$PGDATA\""]),
+                );
+                run_ok(Command::new("docker").args(["wait", name]));
+            }
             Server::External => panic!("only our own clusters can be stopped"),
         }
         while self.try_sql("postgres", "SELECT 1") {
