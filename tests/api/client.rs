@@ -248,8 +248,20 @@ async fn ctrl_c_prints_the_summary_of_what_finished_and_exits_130() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The first answer comes at 0.5 s, the others would at 1.0 and 1.5 s.
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The first answer comes at 0.5 s, the others would at 1.0 and 1.5 s:
+    // interrupt once the service has sent the first.
+    crate::helpers::eventually(
+        "the first answer sent",
+        std::time::Duration::from_secs(5),
+        async || {
+            let live: poolscope::contract::LiveView =
+                crate::helpers::parsed(&app.get("/live").await);
+            (live.run.answered == 1)
+                .then_some(())
+                .ok_or(format!("{} answered", live.run.answered))
+        },
+    )
+    .await;
     // SAFETY: kill(2) with our child's pid and a valid signal number.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
