@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The client benchmark of issue 3: `poolscope client 10000 --json --quiet`
+# The client benchmark: `poolscope client 10000 --json --quiet`
 # against a stand-in server that answers GET /test/postgres/ after a fixed
 # 1 s `tokio::time::sleep` (examples/sleep_server.rs — no database), so what
 # is measured is the client: its peak RSS and how far completion times
@@ -154,7 +154,7 @@ ok() { if [ "$1" = 1 ]; then echo "**met**"; else echo "**missed**"; fi; }
   echo
   if [ -n "${V[10000.rss_mb]:-}" ]; then
     read -r r _ rmax <<<"$(stats "${V[10000.rss_mb]}")"
-    echo "Goal (issue 3): client peak RSS < 150 MB at N=10000 — $(ok "$(awk -v r="$r" 'BEGIN {print (r < 150) ? 1 : 0}')") by the median ($(printf '%.1f MB' "$r"); largest repetition $(printf '%.1f MB' "$rmax"))."
+    echo "Goal: client peak RSS < 150 MB at N=10000 — $(ok "$(awk -v r="$r" 'BEGIN {print (r < 150) ? 1 : 0}')") by the median ($(printf '%.1f MB' "$r"); largest repetition $(printf '%.1f MB' "$rmax"))."
   fi
   for n in $NS; do echo "Error kinds, N=$n, per repetition: ${V[$n.errors]}."; done
   echo "Re-run: \`scripts/bench-client.sh\` (or \`--quick\` for 1 repetition). Raw outputs: \`bench-results/bench-client.raw/\` (not committed)."
