@@ -63,6 +63,8 @@ async fn pool_reports_configuration_server_limits_and_live_state() {
 
     let url = app.url("/test/postgres/?seconds=1");
     let requests = spawn_gets(&url, 7);
+    // Every connection serving (the overflow's logins done), two queued.
+    app.wait_for_live("in_use", 5, Duration::from_secs(2)).await;
     app.wait_for_live("waiting", 2, Duration::from_secs(1))
         .await;
     let during = json(&app.get("/pool").await);
