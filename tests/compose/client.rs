@@ -13,11 +13,13 @@ use crate::stack::{tail, Ran, Stack};
 impl Stack {
     /// `docker compose run --rm -T client ARGS`, bounded to `seconds`; its
     /// standard output must be one `--json` report.
+    #[track_caller]
     pub fn client_json(&self, args: &[&str], seconds: u64) -> Report {
         let ran = self.client(args).timeout(seconds).run();
         report_of(&ran, args)
     }
 
+    /// `docker compose run --rm -T client ARGS`, to run as the caller likes.
     pub fn client(&self, args: &[&str]) -> crate::stack::Cmd {
         let mut all = vec!["run", "--rm", "-T", "client"];
         all.extend_from_slice(args);
@@ -27,6 +29,7 @@ impl Stack {
 
 /// The report a finished `client … --json` printed; fails when the client
 /// failed or printed something else.
+#[track_caller]
 pub fn report_of(ran: &Ran, args: &[&str]) -> Report {
     check!(
         ran.success(),
@@ -36,13 +39,14 @@ pub fn report_of(ran: &Ran, args: &[&str]) -> Report {
         if ran.timed_out { " (timed out)" } else { "" },
         tail(&ran.stderr, 30)
     );
-    parse(&ran.stdout).unwrap_or_else(|e| {
-        panic!(
+    match parse(&ran.stdout) {
+        Ok(r) => r,
+        Err(e) => panic!(
             "FAIL: client {}: expected one JSON report on stdout, saw ({e}):\n{}",
             args.join(" "),
             tail(&ran.stdout, 40)
-        )
-    })
+        ),
+    }
 }
 
 /// The report; a line that is not part of it before the object (a warning
@@ -90,16 +94,18 @@ pub fn kinds(pairs: &[(ErrorKind, usize)]) -> BTreeMap<Failure, usize> {
 
 /// The expectation, which every report of a run against a reachable
 /// `/pool` has.
+#[track_caller]
 pub fn expectation<'a>(r: &'a Report, what: &str) -> &'a Expectation {
-    r.expectation.as_ref().unwrap_or_else(|| {
-        panic!(
+    match &r.expectation {
+        Some(e) => e,
+        None => panic!(
             "FAIL: {what}: expected an expectation in the report (the client read /pool), saw none"
-        )
-    })
+        ),
+    }
 }
 
-/// Collects every failed check of one report, then fails with all of them,
-/// as the old list of expressions did.
+/// Collects every failed check of one report, then fails listing all of
+/// them: one look at a failed run shows everything that differed.
 pub struct Checks {
     what: String,
     bad: Vec<String>,
@@ -114,6 +120,7 @@ impl Checks {
         }
     }
 
+    #[track_caller]
     pub fn that(&mut self, holds: bool, expected: &str, seen: impl Debug) -> &mut Checks {
         crate::progress::count_check();
         if !holds {
@@ -122,18 +129,21 @@ impl Checks {
         self
     }
 
+    #[track_caller]
     pub fn eq<T: PartialEq + Debug>(&mut self, what: &str, seen: T, expected: T) -> &mut Checks {
         let holds = seen == expected;
         self.that(holds, &format!("{what} == {expected:?}"), seen)
     }
 
-    /// The verdict matches (and, with `limited_by`, names that layer).
+    /// The verdict matches.
+    #[track_caller]
     pub fn matches(&mut self, r: &Report) -> &mut Checks {
         let e = expectation(r, &self.what);
         let (holds, seen) = (e.verdict.matches, e.verdict.to_string());
         self.that(holds, "verdict matches", seen)
     }
 
+    #[track_caller]
     pub fn done(&mut self) {
         if !self.bad.is_empty() {
             panic!("FAIL: {}:\n   {}", self.what, self.bad.join("\n   "));

@@ -1,26 +1,37 @@
 //! Progress on stderr, read like a log of the run (`-- --nocapture`):
-//! `== [  12s] step`, `ok:`, `measured:`; and the checks, each counted, each
-//! failing with what was expected and what was seen.
+//! `== [  12s] step`, `ok:`, `measured:`; and the checks, each failing with
+//! what was expected and what was seen.
+//!
+//! A check is counted once per place in the test's code that makes it,
+//! however often a loop repeats it: the helpers that check on their
+//! caller's behalf (`ok_or_fail`, `db_sql`, the report checks) are
+//! `#[track_caller]`, so each of their call sites counts, and a failure
+//! points at the scenario's line rather than the helper's.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::panic::Location;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 static START: OnceLock<Instant> = OnceLock::new();
-static CHECKS: AtomicUsize = AtomicUsize::new(0);
+static CHECKS: Mutex<BTreeSet<(&str, u32, u32)>> = Mutex::new(BTreeSet::new());
 
 /// Whole seconds since the first step.
 pub fn seconds() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_secs()
 }
 
-/// Checks made so far (every `check!`).
+/// The places in the code whose checks ran so far.
 pub fn checks() -> usize {
-    CHECKS.load(Ordering::Relaxed)
+    CHECKS.lock().map_or(0, |c| c.len())
 }
 
+#[track_caller]
 pub fn count_check() {
-    CHECKS.fetch_add(1, Ordering::Relaxed);
+    let at = Location::caller();
+    if let Ok(mut c) = CHECKS.lock() {
+        c.insert((at.file(), at.line(), at.column()));
+    }
 }
 
 /// A stage of the run.
@@ -45,7 +56,7 @@ macro_rules! measured {
     ($($arg:tt)*) => { eprintln!("   measured: {}", format!($($arg)*)) };
 }
 
-/// Counts the check; fails the test with the message (what was expected,
+/// Counts the check (see the module doc); fails the test with the message (what was expected,
 /// what was seen) when the condition does not hold.
 macro_rules! check {
     ($cond:expr, $($arg:tt)*) => {{

@@ -5,6 +5,7 @@
 use crate::stack::{Cmd, Stack};
 
 /// Lines of `docker inspect ID` that hold any of the passwords.
+#[track_caller]
 pub fn password_lines(stack: &Stack, id: &str, passwords: &[&str]) -> usize {
     let json = stack
         .docker(&["inspect", id])
@@ -17,6 +18,7 @@ pub fn password_lines(stack: &Stack, id: &str, passwords: &[&str]) -> usize {
 
 /// pg_hba.conf's rules by kind (`host scram-sha-256 x2, …`); fails when one
 /// is `trust` or broken.
+#[track_caller]
 pub fn no_trust(stack: &Stack) -> String {
     let n = stack.db_sql(
         "select count(*) from pg_hba_file_rules where auth_method = 'trust' or error is not null",

@@ -191,6 +191,7 @@ impl Stack {
     /// SQL as the superuser over the db container's socket (peer
     /// authentication, no password; the reserved slots keep this possible
     /// when the pool holds every other one).
+    #[track_caller]
     pub fn db_sql(&self, sql: &str) -> String {
         self.compose(&[
             "exec", "-T", "db", "psql", "-U", "postgres", "-d", "postgres", "-Atc", sql,
@@ -202,6 +203,7 @@ impl Stack {
     }
 
     /// The id of a service's (first) running container.
+    #[track_caller]
     pub fn id(&self, service: &str) -> String {
         let out = self
             .compose(&["ps", "-q", service])
@@ -216,6 +218,7 @@ impl Stack {
     }
 
     /// `docker inspect -f FORMAT ID`, trimmed.
+    #[track_caller]
     pub fn inspect(&self, format: &str, id: &str) -> String {
         self.docker(&["inspect", "-f", format, id])
             .timeout(30)
@@ -265,6 +268,7 @@ impl Stack {
     }
 
     /// The final `down -v`: a failure here fails the test.
+    #[track_caller]
     pub fn down(&mut self) {
         step!("docker compose down -v");
         self.compose(&["--profile", "tools", "down", "-v", "--remove-orphans"])
@@ -478,6 +482,7 @@ impl Cmd {
 
     /// Runs it; its standard output, or a failure naming `what`, the exit
     /// code and the command's own words.
+    #[track_caller]
     pub fn ok_or_fail(self, what: &str) -> String {
         let describe = self.describe.clone();
         let ran = self.run();
