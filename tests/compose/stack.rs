@@ -438,18 +438,20 @@ impl Cmd {
                 }
             }
         };
-        let mut out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let read_out = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut out, &mut b);
-            b
-        });
-        let read_err = std::thread::spawn(move || {
-            let mut b = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut err, &mut b);
-            b
-        });
+        // Read on threads of their own, and handed over through channels:
+        // a process the command started may keep the pipes open after the
+        // command was killed at its limit, and must not hang the test then.
+        let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut b = Vec::new();
+                let _ = pipe.read_to_end(&mut b);
+                let _ = tx.send(b);
+            });
+            rx
+        };
+        let out = reader(Box::new(child.stdout.take().expect("piped stdout")));
+        let err = reader(Box::new(child.stderr.take().expect("piped stderr")));
         let deadline = Instant::now() + self.limit;
         let (code, timed_out) = loop {
             match child.try_wait() {
@@ -463,8 +465,14 @@ impl Cmd {
                 Err(e) => panic!("waiting for {}: {e}", self.describe),
             }
         };
-        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-        let mut stderr = text(read_err.join().unwrap_or_default());
+        let grace = if timed_out { 5 } else { 60 };
+        let text = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+            let b = rx
+                .recv_timeout(Duration::from_secs(grace))
+                .unwrap_or_default();
+            String::from_utf8_lossy(&b).into_owned()
+        };
+        let mut stderr = text(err);
         if timed_out {
             stderr.push_str(&format!(
                 "\n(killed after {} s: {})",
@@ -475,7 +483,7 @@ impl Cmd {
         Ran {
             code,
             timed_out,
-            stdout: text(read_out.join().unwrap_or_default()),
+            stdout: text(out),
             stderr,
         }
     }
