@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::http::{self, Answer, Target, TransportError};
@@ -55,6 +55,25 @@ impl Serialize for Failure {
             Failure::Status(status) => s.collect_str(&format_args!("http_{status}")),
             Failure::Transport(e) => e.serialize(s),
         }
+    }
+}
+
+/// Reads back what [`Serialize`] writes: the server's error kinds, then
+/// `http_<status>`, then the transport failures (the names do not overlap).
+impl<'de> Deserialize<'de> for Failure {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Failure, D::Error> {
+        use serde::de::value::{Error as ValueError, StrDeserializer};
+        let name = String::deserialize(d)?;
+        let named = || StrDeserializer::<ValueError>::new(&name);
+        if let Ok(kind) = ErrorKind::deserialize(named()) {
+            return Ok(Failure::Kind(kind));
+        }
+        if let Some(status) = name.strip_prefix("http_").and_then(|s| s.parse().ok()) {
+            return Ok(Failure::Status(status));
+        }
+        TransportError::deserialize(named())
+            .map(Failure::Transport)
+            .map_err(|_| serde::de::Error::custom(format!("unknown failure {name:?}")))
     }
 }
 

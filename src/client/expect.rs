@@ -28,7 +28,7 @@
 //! waves' sizes, and whether some wait out the timeout, depend on that
 //! spread. The prediction shows an even spread and accepts any.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::budget::Layer;
 
@@ -73,7 +73,7 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PredictedWave {
     /// The expected size (with replicas: for an even spread of connections).
     pub size: u64,
@@ -85,7 +85,9 @@ pub struct PredictedWave {
     pub may_time_out: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `concurrency` and `attempts` stay out of the JSON report (its
+/// expectation states the concurrency itself): read back, they are 0.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Prediction {
     #[serde(skip)]
     pub concurrency: u64,

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::header::{HeaderMap, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -100,7 +100,7 @@ pub struct Answer {
 
 /// Why no answer came. Serialised (the summary's and the JSON report's
 /// kind names) as `connect_refused`, `client_timeout`, …
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TransportError {
     ConnectRefused,

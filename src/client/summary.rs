@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::burst::{Failure, Outcome, Run};
 use super::expect::{predict, Layer, Plan, Prediction};
 use super::http::{self, Target};
-use super::verdict::{compare, Observed, Served, Verdict};
+use super::verdict::{compare, Observed, Served, VerdictLine};
 use crate::contract::{ErrorKind, PoolReport};
 
 /// What the server's `GET /pool` said before the burst.
@@ -61,7 +61,7 @@ impl ServerPool {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p95: f64,
@@ -69,7 +69,7 @@ pub struct Latency {
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Wave {
     pub size: usize,
     /// Answers with status 200 in this wave.
@@ -80,7 +80,7 @@ pub struct Wave {
 }
 
 /// What the server's `/pool` predicts for this run, and the verdict.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Expectation {
     pub pool_size: u64,
     pub max_overflow: u64,
@@ -103,7 +103,7 @@ pub struct Expectation {
     /// `verdict`: `matches`, or `differs: ` and the first difference;
     /// `matches`: whether it matches.
     #[serde(flatten)]
-    pub verdict: Verdict,
+    pub verdict: VerdictLine,
 }
 
 /// The answers of one kind that were not served, for the summary's list.
@@ -115,8 +115,10 @@ pub struct Failed {
     pub last_s: f64,
 }
 
-/// The machine-readable report (`--json`); field names are stable.
-#[derive(Debug, Clone, Serialize)]
+/// The machine-readable report (`--json`); field names are stable. It
+/// deserialises too, so that a reader of `--json` (the compose test) holds
+/// the same type the client wrote; the skipped fields come back empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub requests: usize,
     pub url: String,
@@ -370,7 +372,7 @@ fn expect(report: &Report, outcomes: &[Outcome], s: &ServerPool, sleep: f64) -> 
         waves: prediction.expected_waves().count() as u64,
         seconds,
         prediction,
-        verdict,
+        verdict: VerdictLine::from(&verdict),
     }
 }
 

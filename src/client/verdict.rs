@@ -362,15 +362,28 @@ impl std::fmt::Display for Verdict {
     }
 }
 
-/// `matches` or `differs: …` under `verdict`, and `matches` as a boolean:
-/// the JSON report's fields.
-impl serde::Serialize for Verdict {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut fields = s.serialize_struct("Verdict", 2)?;
-        fields.serialize_field("verdict", &self.to_string())?;
-        fields.serialize_field("matches", &self.matches())?;
-        fields.end()
+/// A verdict as the JSON report carries it: `matches` or `differs: …`
+/// under `verdict`, and `matches` as a boolean. Written by the client and
+/// read back by whoever consumes `--json` (the compose test), so both sides
+/// share one type; the sentence is all a reader gets of a [`Difference`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VerdictLine {
+    pub verdict: String,
+    pub matches: bool,
+}
+
+impl From<&Verdict> for VerdictLine {
+    fn from(v: &Verdict) -> VerdictLine {
+        VerdictLine {
+            verdict: v.to_string(),
+            matches: v.matches(),
+        }
+    }
+}
+
+impl std::fmt::Display for VerdictLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.verdict)
     }
 }
 
@@ -890,8 +903,9 @@ mod tests {
         let m = Verdict::Matches {
             limited_by: Layer::Postgres,
         };
+        let line = VerdictLine::from(&m);
         assert_eq!(
-            serde_json::to_value(&m).unwrap(),
+            serde_json::to_value(&line).unwrap(),
             serde_json::json!({"verdict": "matches (limited by PostgreSQL)", "matches": true})
         );
         let d = Verdict::Differs(Difference::WaveCount {
@@ -899,12 +913,15 @@ mod tests {
             min: 2,
             max: 2,
         });
-        let v = serde_json::to_value(&d).unwrap();
+        let v = serde_json::to_value(VerdictLine::from(&d)).unwrap();
         assert_eq!(v["matches"], false);
         assert!(v["verdict"]
             .as_str()
             .unwrap()
             .starts_with("differs: 3 waves of answers, expected 2 — more waves"));
+        let back: VerdictLine = serde_json::from_value(v).unwrap();
+        assert_eq!(back, VerdictLine::from(&d));
+        assert_eq!(back.to_string(), d.to_string());
     }
 
     #[test]

@@ -1,0 +1,152 @@
+//! `docker compose run --rm -T client … --json`, read into the client's own
+//! report type, and the checks the scenarios make on it.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use poolscope::client::burst::Failure;
+use poolscope::client::summary::{Expectation, Report};
+use poolscope::contract::ErrorKind;
+
+use crate::stack::{tail, Ran, Stack};
+
+impl Stack {
+    /// `docker compose run --rm -T client ARGS`, bounded to `seconds`; its
+    /// standard output must be one `--json` report.
+    #[track_caller]
+    pub fn client_json(&self, args: &[&str], seconds: u64) -> Report {
+        let ran = self.client(args).timeout(seconds).run();
+        report_of(&ran, args)
+    }
+
+    /// `docker compose run --rm -T client ARGS`, to run as the caller likes.
+    pub fn client(&self, args: &[&str]) -> crate::stack::Cmd {
+        let mut all = vec!["run", "--rm", "-T", "client"];
+        all.extend_from_slice(args);
+        self.compose(&all)
+    }
+}
+
+/// The report a finished `client … --json` printed; fails when the client
+/// failed or printed something else.
+#[track_caller]
+pub fn report_of(ran: &Ran, args: &[&str]) -> Report {
+    check!(
+        ran.success(),
+        "docker compose run client {}: expected exit 0, saw {:?}{}: {}",
+        args.join(" "),
+        ran.code,
+        if ran.timed_out { " (timed out)" } else { "" },
+        tail(&ran.stderr, 30)
+    );
+    match parse(&ran.stdout) {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "FAIL: client {}: expected one JSON report on stdout, saw ({e}):\n{}",
+            args.join(" "),
+            tail(&ran.stdout, 40)
+        ),
+    }
+}
+
+/// The report; a line that is not part of it before the object (a warning
+/// of a tool in between) is tolerated.
+fn parse(stdout: &str) -> Result<Report, serde_json::Error> {
+    serde_json::from_str(stdout).or_else(|e| match stdout.find("\n{") {
+        Some(at) => serde_json::from_str(&stdout[at + 1..]),
+        None => Err(e),
+    })
+}
+
+/// Sizes of the waves (every answer, any status).
+pub fn wave_sizes(r: &Report) -> Vec<usize> {
+    r.waves.iter().map(|w| w.size).collect()
+}
+
+/// The report in one line, printed before its checks as the log of the run.
+pub fn show(r: &Report) {
+    note!(
+        "report: statuses={:?} errors={} waves={:?} latency_ms={} verdict={:?}",
+        r.statuses,
+        errors(r),
+        wave_sizes(r),
+        r.latency_ms.as_ref().map_or("none".into(), |l| format!(
+            "p50 {:.0} p95 {:.0} p99 {:.0} max {:.0}",
+            l.p50, l.p95, l.p99, l.max
+        )),
+        r.expectation.as_ref().map(|e| e.verdict.to_string())
+    );
+}
+
+/// `{db_refused: 24, …}`, by name.
+pub fn errors(r: &Report) -> String {
+    let m: BTreeMap<String, usize> = r.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    format!("{m:?}")
+}
+
+pub fn statuses(pairs: &[(u16, usize)]) -> BTreeMap<u16, usize> {
+    pairs.iter().copied().collect()
+}
+
+pub fn kinds(pairs: &[(ErrorKind, usize)]) -> BTreeMap<Failure, usize> {
+    pairs.iter().map(|(k, n)| (Failure::Kind(*k), *n)).collect()
+}
+
+/// The expectation, which every report of a run against a reachable
+/// `/pool` has.
+#[track_caller]
+pub fn expectation<'a>(r: &'a Report, what: &str) -> &'a Expectation {
+    match &r.expectation {
+        Some(e) => e,
+        None => panic!(
+            "FAIL: {what}: expected an expectation in the report (the client read /pool), saw none"
+        ),
+    }
+}
+
+/// Collects every failed check of one report, then fails listing all of
+/// them: one look at a failed run shows everything that differed.
+pub struct Checks {
+    what: String,
+    bad: Vec<String>,
+}
+
+impl Checks {
+    pub fn of(what: &str, r: &Report) -> Checks {
+        show(r);
+        Checks {
+            what: what.to_owned(),
+            bad: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    pub fn that(&mut self, holds: bool, expected: &str, seen: impl Debug) -> &mut Checks {
+        crate::progress::count_check();
+        if !holds {
+            self.bad.push(format!("expected {expected}, saw {seen:?}"));
+        }
+        self
+    }
+
+    #[track_caller]
+    pub fn eq<T: PartialEq + Debug>(&mut self, what: &str, seen: T, expected: T) -> &mut Checks {
+        let holds = seen == expected;
+        self.that(holds, &format!("{what} == {expected:?}"), seen)
+    }
+
+    /// The verdict matches.
+    #[track_caller]
+    pub fn matches(&mut self, r: &Report) -> &mut Checks {
+        let e = expectation(r, &self.what);
+        let (holds, seen) = (e.verdict.matches, e.verdict.to_string());
+        self.that(holds, "verdict matches", seen)
+    }
+
+    #[track_caller]
+    pub fn done(&mut self) {
+        if !self.bad.is_empty() {
+            panic!("FAIL: {}:\n   {}", self.what, self.bad.join("\n   "));
+        }
+    }
+}
