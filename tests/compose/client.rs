@@ -135,6 +135,49 @@ impl Checks {
         self.that(holds, &format!("{what} == {expected:?}"), seen)
     }
 
+    /// All `n` requests answered, each 200 or 503: what a run through an
+    /// outage may see, and nothing else.
+    #[track_caller]
+    pub fn answered_200_or_503(&mut self, r: &Report, n: usize) -> &mut Checks {
+        let total: usize = r.statuses.values().sum();
+        self.eq("answers", total, n).that(
+            r.statuses.keys().all(|s| *s == 200 || *s == 503),
+            "statuses 200 or 503 only",
+            &r.statuses,
+        )
+    }
+
+    /// Some requests refused at once (`db_refused`, the first wave of the
+    /// report, within 1 s), the rest served in waves of these sizes.
+    #[track_caller]
+    pub fn refused_then_served(
+        &mut self,
+        r: &Report,
+        refused: usize,
+        waves: &[usize],
+    ) -> &mut Checks {
+        let served: usize = waves.iter().sum();
+        let mut sizes = vec![(refused, 0)];
+        sizes.extend(waves.iter().map(|n| (*n, *n)));
+        let seen: Vec<(usize, usize)> = r.waves.iter().map(|w| (w.size, w.ok)).collect();
+        self.eq(
+            "statuses",
+            r.statuses.clone(),
+            statuses(&[(200, served), (503, refused)]),
+        )
+        .eq(
+            "errors",
+            r.errors.clone(),
+            kinds(&[(ErrorKind::DbRefused, refused)]),
+        )
+        .eq("(size, ok) of the waves", seen, sizes)
+        .that(
+            r.waves.first().is_some_and(|w| w.last_s <= 1.0),
+            "the refusals within 1 s",
+            r.waves.iter().map(|w| w.last_s).collect::<Vec<_>>(),
+        )
+    }
+
     /// The verdict matches.
     #[track_caller]
     pub fn matches(&mut self, r: &Report) -> &mut Checks {

@@ -39,14 +39,8 @@ fn pooler_outage_answers(what: &str, r: &Report) {
     .into_iter()
     .map(Failure::Kind)
     .collect();
-    let total: usize = r.statuses.values().sum();
     Checks::of(what, r)
-        .eq("answers", total, 20)
-        .that(
-            r.statuses.keys().all(|s| *s == 200 || *s == 503),
-            "statuses 200 or 503 only",
-            &r.statuses,
-        )
+        .answered_200_or_503(r, 20)
         .that(
             r.errors.keys().all(|k| allowed.contains(k)),
             "errors of db_unavailable, pooler_refused, pooler_timeout only",
@@ -185,15 +179,9 @@ pub async fn db_restart_under_load(stack: &Stack, http: &Http) {
 
     let r = report_of(&join(client), &["20", "--seconds", "5", "--json"]);
     let bound_ms = ((pool_timeout + 5.0) * 1000.0) as u64;
-    let total: usize = r.statuses.values().sum();
     let max_ms = r.latency_ms.as_ref().map_or(f64::INFINITY, |l| l.max);
     Checks::of("in-flight requests during the db restart", &r)
-        .eq("answers", total, 20)
-        .that(
-            r.statuses.keys().all(|s| *s == 200 || *s == 503),
-            "statuses 200 or 503 only",
-            &r.statuses,
-        )
+        .answered_200_or_503(&r, 20)
         .that(
             r.statuses.get(&503).is_some_and(|n| *n > 0),
             "some 503",

@@ -418,28 +418,8 @@ pub async fn scenario_2(stack: &Stack) {
 
     step!("scenario 2: docker compose run client 60 --json");
     let r = stack.client_json(&["60", "--json"], 300);
-    let sizes: Vec<(usize, usize)> = r.waves.iter().map(|w| (w.size, w.ok)).collect();
     Checks::of("scenario 2 report", &r)
-        .eq(
-            "statuses",
-            r.statuses.clone(),
-            statuses(&[(200, 36), (503, 24)]),
-        )
-        .eq(
-            "errors",
-            r.errors.clone(),
-            kinds(&[(ErrorKind::DbRefused, 24)]),
-        )
-        .eq(
-            "(size, ok) of the waves",
-            sizes.clone(),
-            vec![(24, 0), (36, 36)],
-        )
-        .that(
-            r.waves.first().is_some_and(|w| w.last_s <= 1.0),
-            "the refusals within 1 s",
-            last_s(&r),
-        )
+        .refused_then_served(&r, 24, &[36])
         .that(
             r.waves
                 .get(1)
@@ -459,28 +439,8 @@ pub async fn scenario_2(stack: &Stack) {
 
     step!("scenario 2: docker compose run client 100 --json (24 refused at once, the rest served in waves)");
     let r = stack.client_json(&["100", "--json"], 300);
-    let sizes: Vec<(usize, usize)> = r.waves.iter().map(|w| (w.size, w.ok)).collect();
     Checks::of("scenario 2, client 100", &r)
-        .eq(
-            "statuses",
-            r.statuses.clone(),
-            statuses(&[(200, 76), (503, 24)]),
-        )
-        .eq(
-            "errors",
-            r.errors.clone(),
-            kinds(&[(ErrorKind::DbRefused, 24)]),
-        )
-        .eq(
-            "(size, ok) of the waves",
-            sizes,
-            vec![(24, 0), (36, 36), (36, 36), (4, 4)],
-        )
-        .that(
-            r.waves.first().is_some_and(|w| w.last_s <= 1.0),
-            "the refusals within 1 s",
-            last_s(&r),
-        )
+        .refused_then_served(&r, 24, &[36, 36, 4])
         .matches(&r)
         .done();
     ok!("24 x 503 db_refused within 1 s, then 36 + 36 + 4 x 200 in waves; verdict matches");
