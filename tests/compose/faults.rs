@@ -266,12 +266,7 @@ pub async fn pgbouncer_restart_under_load(stack: &Stack, http: &Http) {
     // <exit code>"; the host's and the container's clocks are one kernel's).
     let logs_since = unix_now();
     let poller = stack
-        .compose(&[
-            "exec",
-            "-T",
-            "--index",
-            "1",
-            "app",
+        .in_app_1(&[
             "sh",
             "-c",
             r#"end=$(($(date +%s) + 30))
@@ -398,15 +393,7 @@ pub async fn pgbouncer_kill_under_load(stack: &Stack, http: &Http) {
     let mut not_ready = false;
     for _ in 0..10 {
         let health = stack
-            .compose(&[
-                "exec",
-                "-T",
-                "--index",
-                "1",
-                "app",
-                "poolscope",
-                "healthcheck",
-            ])
+            .in_app_1(&["poolscope", "healthcheck"])
             .timeout(30)
             .run();
         if !health.success() {
@@ -563,12 +550,7 @@ pub async fn through_pgbouncer_timeouts(stack: &Stack) {
     );
     let url = format!("http://127.0.0.1:{}/test/postgres/", stack.app_port);
     let abandon = stack
-        .compose(&[
-            "exec",
-            "-T",
-            "--index",
-            "1",
-            "app",
+        .in_app_1(&[
             "poolscope",
             "client",
             "1",

@@ -140,6 +140,14 @@ impl Stack {
 
     /// `docker compose ARGS` in the scratch copy, under the test's project
     /// name, with the caller's settings removed (see [`KNOBS`]).
+    /// `docker compose exec -T --index 1 app ARGS`: a command inside the
+    /// (first) app container.
+    pub fn in_app_1(&self, args: &[&str]) -> Cmd {
+        let mut all = vec!["exec", "-T", "--index", "1", "app"];
+        all.extend_from_slice(args);
+        self.compose(&all)
+    }
+
     pub fn compose(&self, args: &[&str]) -> Cmd {
         let mut c = Command::new("docker");
         c.arg("compose").args(args).current_dir(&self.dir);
