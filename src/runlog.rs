@@ -79,12 +79,13 @@ impl RunLog {
         }
     }
 
+    /// Records the end of a request; the run's id when it left none in flight.
     fn finished(
         &self,
         answer: Option<(u16, Option<ErrorKind>)>,
         seconds: Option<f64>,
         now: Instant,
-    ) {
+    ) -> Option<u64> {
         let mut r = self.inner.lock().expect("not poisoned");
         if r.seconds.is_none() {
             r.seconds = seconds;
@@ -102,6 +103,7 @@ impl RunLog {
                 r.answers.push(Answer(at, status, kind));
             }
         }
+        (r.in_flight == 0).then_some(r.id)
     }
 
     /// The current run; answers from `after` on when `run` is its id, else all.
@@ -132,11 +134,19 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    /// `seconds`: the sleep a served request asked for.
-    pub fn answered(mut self, status: u16, kind: Option<ErrorKind>, seconds: Option<f64>) {
+    /// `seconds`: the sleep a served request asked for. Returns the run's id
+    /// when this answer left no demo request in flight (the run may be over),
+    /// so that under load, with requests always in flight, nobody has to take
+    /// the lock again to find out.
+    pub fn answered(
+        mut self,
+        status: u16,
+        kind: Option<ErrorKind>,
+        seconds: Option<f64>,
+    ) -> Option<u64> {
         self.done = true;
         self.log
-            .finished(Some((status, kind)), seconds, Instant::now());
+            .finished(Some((status, kind)), seconds, Instant::now())
     }
 }
 

@@ -47,23 +47,29 @@ pub struct SleptRows {
 }
 
 /// `SELECT pg_sleep(seconds)`, then every todo in id order.
-pub async fn list_after_sleep(lease: &mut Lease, seconds: f64) -> Result<SleptRows, DbError> {
+pub async fn list_after_sleep(lease: Lease, seconds: f64) -> Result<SleptRows, DbError> {
     list_after(lease, Work::Sleep { seconds }).await
 }
 
 /// `count(*)` over `rows` generated rows (CPU, no wall time), then every todo.
-pub async fn list_after_cpu(lease: &mut Lease, rows: u32) -> Result<SleptRows, DbError> {
+pub async fn list_after_cpu(lease: Lease, rows: u32) -> Result<SleptRows, DbError> {
     list_after(lease, Work::Cpu { rows }).await
 }
 
 /// One of `rows` hot rows updated in the same short transaction that reads
 /// every todo, so concurrent requests wait on each other's row locks.
-pub async fn list_after_hot(lease: &mut Lease, rows: u32) -> Result<SleptRows, DbError> {
+pub async fn list_after_hot(lease: Lease, rows: u32) -> Result<SleptRows, DbError> {
     list_after(lease, Work::Hot { rows }).await
 }
 
 /// The workload's statement (see [`super::workloads`]), then every todo in id order.
-pub async fn list_after(lease: &mut Lease, work: Work) -> Result<SleptRows, DbError> {
+///
+/// Takes the lease and gives the connection back as soon as the statement's
+/// rows are in, before they are decoded: the connection is held for the
+/// statement alone, so fewer are in use at once (fewer overflow connections
+/// opened, each a login, and closed again under steady load), and its return
+/// ping reaches the backend before the backend has gone to sleep.
+pub async fn list_after(mut lease: Lease, work: Work) -> Result<SleptRows, DbError> {
     let span = tracing::info_span!(
         "db.query",
         otel.kind = "client",
@@ -83,6 +89,7 @@ pub async fn list_after(lease: &mut Lease, work: Work) -> Result<SleptRows, DbEr
         .instrument(span.clone())
         .await;
     let db_time = started.elapsed();
+    drop(lease);
     let pg_rows = result.map_err(|e| {
         span.record("otel.status_code", "ERROR");
         DbError::from_sqlx(&e)

@@ -3,7 +3,6 @@
 //! database time, and the request-duration histogram.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -91,8 +90,9 @@ impl<E: Endpoint<Output = Response>> Endpoint for Observed<E> {
             if let Some(in_flight) = in_flight {
                 let kind = resp.extensions().get::<ErrorKind>().copied();
                 let seconds = resp.extensions().get::<Timing>().map(|t| t.seconds);
-                in_flight.answered(resp.status().as_u16(), kind, seconds);
-                state.run_summary.after_answer(&state.runlog);
+                if let Some(run) = in_flight.answered(resp.status().as_u16(), kind, seconds) {
+                    state.run_summary.after_quiet(&state.runlog, run);
+                }
             }
             Ok(resp)
         })
@@ -230,29 +230,26 @@ impl Drop for Access {
 /// a second joins the run, and its end is told again.)
 #[derive(Default)]
 pub struct RunSummary {
-    /// The run the last answer belonged to: asking the run log about the
-    /// run it knows costs no copy of its answers.
-    run: AtomicU64,
     /// `(run, answered)` last told, so that answers finishing together tell it once.
     told: Mutex<(u64, u64)>,
 }
 
 impl RunSummary {
-    fn after_answer(&self, runlog: &crate::runlog::RunLog) {
-        let known = self.run.load(Ordering::Relaxed);
-        let now = runlog.view(known, usize::MAX);
-        self.run.store(now.id, Ordering::Relaxed);
-        if now.in_flight > 0 || now.answered == 0 {
+    /// After an answer that left run `run` with no demo request in flight
+    /// (only then can the run be over: under load nothing is done here).
+    fn after_quiet(&self, runlog: &crate::runlog::RunLog, run: u64) {
+        let run = runlog.view(run, 0);
+        // Another request may have arrived meanwhile: the run goes on.
+        if run.in_flight > 0 || run.answered == 0 {
             return;
         }
         {
             let mut told = self.told.lock().expect("not poisoned");
-            if *told == (now.id, now.answered) {
+            if *told == (run.id, run.answered) {
                 return;
             }
-            *told = (now.id, now.answered);
+            *told = (run.id, run.answered);
         }
-        let run = runlog.view(now.id, 0);
         let (arrived, answered) = (run.arrived, run.answered);
         let who = if answered < arrived {
             format!(
