@@ -238,18 +238,20 @@ impl RunSummary {
     /// After an answer that left run `run` with no demo request in flight
     /// (only then can the run be over: under load nothing is done here).
     fn after_quiet(&self, runlog: &crate::runlog::RunLog, run: u64) {
-        let run = runlog.view(run, 0);
+        // The counts first (no copy of the answers).
+        let now = runlog.view(run, usize::MAX);
         // Another request may have arrived meanwhile: the run goes on.
-        if run.in_flight > 0 || run.answered == 0 {
+        if now.in_flight > 0 || now.answered == 0 {
             return;
         }
         {
             let mut told = self.told.lock().expect("not poisoned");
-            if *told == (run.id, run.answered) {
+            if *told == (now.id, now.answered) {
                 return;
             }
-            *told = (run.id, run.answered);
+            *told = (now.id, now.answered);
         }
+        let run = runlog.view(now.id, 0);
         let (arrived, answered) = (run.arrived, run.answered);
         let who = if answered < arrived {
             format!(
