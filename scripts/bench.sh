@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark of issue 7 (wave fidelity, throughput, the database's ceiling,
-# memory) and of issues 19/22 (this tree against a bare hyper + sqlx baseline
-# and against another revision), on a throwaway PostgreSQL cluster and
-# release builds.
+# The service's benchmark (wave fidelity, throughput, the database's ceiling,
+# memory) and its regression guard (this tree against a bare hyper + sqlx
+# baseline and against another revision), on a throwaway PostgreSQL cluster
+# and release builds.
 #
 #   scripts/bench.sh              # 3 repetitions + 5 comparison rounds, ≈ 10 min
 #   scripts/bench.sh --quick      # 1 repetition + 3 comparison rounds, ≈ 3.5 min (4.5 with --against)
@@ -85,7 +85,7 @@ cd "$ROOT"
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$ROOT/bench-results"
 # One result file per script, overwritten: git keeps the history, and a
-# directory of dated copies only grew (24 files by issue 22).
+# directory of dated copies only grows.
 RAW="$RESULTS/bench.raw"
 REPORT="$RESULTS/bench.md"
 rm -rf "$RAW"
@@ -750,7 +750,7 @@ for sec in $MAIN_SECTIONS; do has "$sec" && ran_main=1; done
   fi
   if [ "$ran_main" = 1 ]; then
   echo
-  echo "**Targets (issue 7, medians)**"
+  echo "**Targets (medians)**"
   echo
   echo "| target | observed (median) | |"
   echo "|---|---|---|"
