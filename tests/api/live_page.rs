@@ -60,6 +60,21 @@ pub fn browser_dir() -> PathBuf {
     dir
 }
 
+/// Runs a browser script to its end, off the runtime's threads, and reads
+/// the JSON it prints of what the page drew.
+pub async fn drawn_by(mut cmd: Command) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run node"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `node --experimental-websocket tests/browser/<script>`, arguments to add.
 pub fn node(script: &str) -> Command {
     let mut cmd = Command::new("node");
@@ -148,19 +163,11 @@ async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
 
     // The client's picture of the same run, opened from disk.
     let report_shot = dir.join("run-report.png");
-    let out = crate::live_page::node("live-page.mjs")
-        .arg(format!("file://{}", picture.display()))
+    let mut cmd = self::node("live-page.mjs");
+    cmd.arg(format!("file://{}", picture.display()))
         .arg("30")
-        .arg(&report_shot)
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let drawn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        .arg(&report_shot);
+    let drawn = drawn_by(cmd).await;
     eprintln!(
         "measured: the report file showed {drawn}; screenshot {}",
         report_shot.display()

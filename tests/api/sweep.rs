@@ -56,16 +56,21 @@ async fn without_limit_control_the_sweep_says_what_to_set() {
     assert!(stderr.contains("POOL_LIMIT_CONTROL=true"), "{stderr}");
 }
 
-#[tokio::test]
-async fn a_two_step_sweep_prints_the_table_and_reads_the_server() {
-    let app = TestApp::spawn(&[
+/// A service the sweep may lower: two connections, one core, two hot rows.
+async fn sweepable_app() -> TestApp {
+    TestApp::spawn(&[
         ("POOL_LIMIT_CONTROL", "true"),
         ("DB_POOL_SIZE", "2"),
         ("DB_MAX_OVERFLOW", "0"),
         ("DB_CORES", "1"),
         ("HOT_ROWS", "2"),
     ])
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_two_step_sweep_prints_the_table_and_reads_the_server() {
+    let app = sweepable_app().await;
     let url = app.url("/test/postgres/");
     let common = TWO_HOT_STEPS;
 
@@ -152,14 +157,7 @@ async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser(
     if !browser_wanted("the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser") {
         return;
     }
-    let app = TestApp::spawn(&[
-        ("POOL_LIMIT_CONTROL", "true"),
-        ("DB_POOL_SIZE", "2"),
-        ("DB_MAX_OVERFLOW", "0"),
-        ("DB_CORES", "1"),
-        ("HOT_ROWS", "2"),
-    ])
-    .await;
+    let app = sweepable_app().await;
     let dir = browser_dir();
     let picture = dir.join("sweep.html");
     let _ = std::fs::remove_file(&picture);
@@ -192,16 +190,7 @@ async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser(
     let shot = dir.join("sweep-report.png");
     let mut cmd = node("sweep-report.mjs");
     cmd.arg(format!("file://{}", picture.display())).arg(&shot);
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run node"))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let drawn: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drawn = crate::live_page::drawn_by(cmd).await;
     eprintln!(
         "measured: the sweep report drew {drawn}; screenshot {}",
         shot.display()
