@@ -56,6 +56,18 @@ async fn without_limit_control_the_sweep_says_what_to_set() {
     assert!(stderr.contains("POOL_LIMIT_CONTROL=true"), "{stderr}");
 }
 
+/// A sweep that must succeed, and its `--json` report.
+async fn sweep_json(args: &[&str], url: &str) -> serde_json::Value {
+    let out = sweep(args, url).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A service the sweep may lower: two connections, one core, two hot rows.
 async fn sweepable_app() -> TestApp {
     TestApp::spawn(&[
@@ -119,14 +131,7 @@ async fn a_two_step_sweep_prints_the_table_and_reads_the_server() {
         (Some(2), true)
     );
 
-    let out = sweep(&[&common[..], &["--json"]].concat(), &url).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = sweep_json(&[&common[..], &["--json"]].concat(), &url).await;
     let steps = r["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "{r}");
     for (step, limit) in steps.iter().zip([1, 2]) {
@@ -161,7 +166,7 @@ async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser(
     let dir = browser_dir();
     let picture = dir.join("sweep.html");
     let _ = std::fs::remove_file(&picture);
-    let out = sweep(
+    let r = sweep_json(
         &[
             &TWO_HOT_STEPS[..],
             &["--json", "--report", picture.to_str().unwrap()],
@@ -170,14 +175,7 @@ async fn the_sweep_report_draws_every_step_and_marks_the_knee_in_a_real_browser(
         &app.url("/test/postgres/"),
     )
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // The sweep's own word, to hold the picture against.
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let limits: Vec<u64> = r["steps"]
         .as_array()
         .unwrap()
