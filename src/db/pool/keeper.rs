@@ -133,7 +133,7 @@ impl Pool {
             .map(|turn| self.connect_on(turn, deadline));
         for waited in futures_util::future::join_all(opens).await {
             match waited {
-                Waited::Got(turn, conn) => give_back(turn, conn),
+                Waited::Got(got) => give_back(got.turn, got.conn),
                 Waited::Failed(DbError::Refused) => top_up.refused += 1,
                 _ => top_up.failed += 1,
             }
@@ -212,6 +212,25 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Gives connections left in the handoff for a round (their waiter gave
+    /// up, or nobody came) back to sqlx, each on a slot of its own as any
+    /// returning connection.
+    fn return_stale_handoffs(&self) {
+        let (slots, handoff) = (&self.inner.slots, &self.inner.handoff);
+        while handoff.has_stale(TRIM_EVERY) {
+            let Some(mut turn) = slots.try_turn() else {
+                return; // the next claim takes it
+            };
+            turn.hold();
+            match handoff.take_stale(TRIM_EVERY) {
+                Some(conn) => give_back(turn, conn),
+                None => return, // taken meanwhile; the held turn frees its slot
+            }
+        }
+    }
+}
+
 /// For `DB_OVERFLOW_IDLE_TIMEOUT > 0`: how long the pool has had more than
 /// `pool_size` idle connections, and how many to close once that lasted
 /// `timeout`. The clock is the pool's, not each connection's: sqlx does not
@@ -265,6 +284,7 @@ pub fn spawn_trimmer(pool: &Pool) {
             } else {
                 slots.unclaimed()
             };
+            pool.return_stale_handoffs();
             let close = clock.tick(unclaimed, slots.pool_size(), timeout, Instant::now());
             for _ in 0..close {
                 // sqlx hands out the longest-idle connection first.

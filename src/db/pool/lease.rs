@@ -1,12 +1,15 @@
 //! A pooled connection on loan to one request, and what happens to it when
-//! the loan ends: back to the pool, closed as surplus overflow (see
+//! the loan ends: handed to a waiting request ([`super::handoff`]), back to
+//! the pool, closed as surplus overflow (see
 //! [`super::slots::keep_on_return`]), or closed because the request was
 //! abandoned mid-statement.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::handoff::Handoff;
 use super::slots::Turn;
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
@@ -21,10 +24,11 @@ use sqlx::Postgres;
 /// notices within a second and ends the backend, and the keeper reopens up
 /// to `DB_POOL_SIZE`.
 ///
-/// A returned connection's slot is freed only once sqlx has put the
-/// connection back in its idle queue (sqlx does that in a task of its own,
-/// after a ping): the waiter the slot wakes then finds it there, instead of
-/// opening a new connection — which, at PostgreSQL's limit, would be refused.
+/// A returned connection's slot is freed only once the connection is where
+/// the waiter the slot wakes will look: in the [`Handoff`] (while requests
+/// wait), or back in sqlx's idle queue (sqlx puts it there in a task of its
+/// own, after a ping). The waiter then finds it, instead of opening a new
+/// connection — which, at PostgreSQL's limit, would be refused.
 pub struct Lease {
     /// `Some` until the lease is dropped.
     conn: Option<PoolConnection<Postgres>>,
@@ -32,6 +36,12 @@ pub struct Lease {
     turn: Option<Turn>,
     waited: Duration,
     statement_in_flight: bool,
+    /// The last statement came back whole (or none ran): the connection is
+    /// ready for the next one without a check.
+    clean: bool,
+    /// When the connection last came out of sqlx (see [`super::handoff`]).
+    from_sqlx_at: Instant,
+    handoff: Arc<Handoff>,
     /// `db.client.connection.use_time`, recorded when the loan ends.
     use_time: Histogram,
     handed_out: Instant,
@@ -39,17 +49,20 @@ pub struct Lease {
 
 impl Lease {
     pub(super) fn new(
-        conn: PoolConnection<Postgres>,
-        turn: Turn,
+        got: Got,
         waited: Duration,
         use_time: Histogram,
+        handoff: Arc<Handoff>,
     ) -> Lease {
-        turn.slots().lease_started();
+        got.turn.slots().lease_started();
         Lease {
-            conn: Some(conn),
-            turn: Some(turn),
+            conn: Some(got.conn),
+            turn: Some(got.turn),
             waited,
             statement_in_flight: false,
+            clean: true,
+            from_sqlx_at: got.from_sqlx_at,
+            handoff,
             use_time,
             handed_out: Instant::now(),
         }
@@ -62,11 +75,16 @@ impl Lease {
 
     /// Runs `f` on the connection; if the caller stops polling before `f`
     /// finishes, the connection is closed instead of returned (see above).
-    pub async fn run<T>(&mut self, f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> T) -> T {
+    /// After an error the connection goes back through sqlx, which checks it.
+    pub async fn run<T, E>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.statement_in_flight = true;
         let conn = self.conn.as_mut().expect("held until drop");
         let out = f(conn).await;
         self.statement_in_flight = false;
+        self.clean = out.is_ok();
         out
     }
 }
@@ -90,8 +108,22 @@ impl Drop for Lease {
             close_in_background(conn);
             return;
         }
+        if self.clean && slots.queued() > 0 {
+            match self.handoff.offer(conn, self.from_sqlx_at) {
+                // Freeing the slot wakes a waiter, which takes the connection.
+                Ok(()) => return drop(turn),
+                Err(due) => conn = due,
+            }
+        }
         give_back(turn, conn);
     }
+}
+
+/// A connection had on a turn, and when it last came out of sqlx.
+pub struct Got {
+    pub turn: Turn,
+    pub conn: PoolConnection<Postgres>,
+    pub from_sqlx_at: Instant,
 }
 
 /// Puts a connection back in sqlx's idle queue, then frees its slot (see

@@ -7,6 +7,8 @@
 //!   Its invariants are written there and unit-tested without PostgreSQL.
 //! * [`gate`] — telling PostgreSQL's refusal ("too many clients") at once.
 //! * [`lease`] — a connection on loan to one request, and how it goes back.
+//! * [`handoff`] — a connection handed straight from a finished request to
+//!   a waiting one, without the trip through sqlx.
 //! * [`keeper`] — the `DB_POOL_SIZE` kept connections: opened at start,
 //!   reopened after a recycle or an outage, surplus overflow closed.
 //! * [`waiters`] — who waits, and since when (for `/pool` and `/metrics`).
@@ -36,7 +38,9 @@
 //! * sqlx returns a connection to its idle queue in a spawned task (after a
 //!   ping). A waiter woken before that would find no idle connection and
 //!   open one. The [`lease`] frees its slot only once the connection is
-//!   back.
+//!   back — or, while requests wait, leaves the connection in the
+//!   [`handoff`] for the waiter its slot wakes: no ping, no task, no trip
+//!   through sqlx's acquire.
 //! * sqlx says only how many connections are open and idle; how many
 //!   requests wait, and for how long, is counted here ([`waiters`]).
 //!
@@ -47,6 +51,7 @@
 //! equivalent.
 
 pub mod gate;
+pub mod handoff;
 pub mod keeper;
 pub mod lease;
 pub mod slots;
@@ -62,6 +67,7 @@ use sqlx::{PgPool, Postgres};
 use tracing::field::Empty;
 use tracing::Instrument;
 
+use lease::Got;
 pub use lease::Lease;
 
 use super::errors::DbError;
@@ -72,6 +78,7 @@ use super::{application_name, POOL_APP};
 use crate::metrics::{observe, PoolMetrics, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 use gate::{Gate, Gatekeeper};
+use handoff::{Connections, Handoff};
 use slots::{Slots, Turn};
 
 /// How often PostgreSQL checks, during a running statement, whether the
@@ -96,6 +103,8 @@ struct Inner {
     /// PgBouncer's admin console, when the pool goes through one.
     pooler: Option<Pooler>,
     slots: Arc<Slots>,
+    /// Connections left by finished requests for waiting ones.
+    handoff: Arc<Handoff>,
     /// Asks PostgreSQL before the pool grows where it may refuse.
     gate: Gatekeeper,
     metrics: PoolMetrics,
@@ -129,7 +138,7 @@ pub enum AcquireError {
 
 /// How waiting for a connection ended, before it is explained.
 enum Waited {
-    Got(Turn, PoolConnection<Postgres>),
+    Got(Got),
     /// Waited the whole `DB_POOL_TIMEOUT` for a connection to come back.
     QueueTimedOut,
     /// Held a slot, but no connection came of it in time.
@@ -177,8 +186,12 @@ impl Pool {
         let db = Database::connect(opts)
             .await
             .map_err(|_| DbError::Other("the pool could not be built".into()))?;
+        let handoff = Arc::new(Handoff::default());
         let slots = Arc::new(Slots::new(
-            Box::new(db.get_postgres_connection_pool().clone()),
+            Box::new(Connections {
+                sqlx: db.get_postgres_connection_pool().clone(),
+                handoff: handoff.clone(),
+            }),
             settings.pool_size,
             settings.pool_max(),
             settings.overflow_idle_timeout.is_zero(),
@@ -190,6 +203,7 @@ impl Pool {
                 pooler: Pooler::new(settings),
                 settings: settings.clone(),
                 slots,
+                handoff,
                 gate: Gatekeeper::new(settings.pool_max(), settings.pooler_admin_url.is_some()),
                 metrics,
                 closed: AtomicU64::new(0),
@@ -338,11 +352,11 @@ impl Pool {
         let wait = started.elapsed();
         observe(&self.inner.metrics.wait_time, wait);
         match waited {
-            Waited::Got(turn, conn) => Ok(Lease::new(
-                conn,
-                turn,
+            Waited::Got(got) => Ok(Lease::new(
+                got,
                 wait,
                 self.inner.metrics.use_time.clone(),
+                self.inner.handoff.clone(),
             )),
             Waited::QueueTimedOut => {
                 self.inner.metrics.timeouts.inc();
@@ -397,9 +411,17 @@ impl Pool {
         }
     }
 
-    /// Holding a slot: an idle connection, or a new one (asking PostgreSQL
-    /// first where it may refuse).
-    async fn connect_on(&self, turn: Turn, deadline: Instant) -> Waited {
+    /// Holding a slot: a connection a finished request left, an idle one,
+    /// or a new one (asking PostgreSQL first where it may refuse).
+    async fn connect_on(&self, mut turn: Turn, deadline: Instant) -> Waited {
+        if let Some(handed) = self.inner.handoff.take() {
+            turn.hold();
+            return Waited::Got(Got {
+                turn,
+                conn: handed.conn,
+                from_sqlx_at: handed.from_sqlx_at,
+            });
+        }
         let inner = &self.inner;
         let slots = &inner.slots;
         let growing = match (inner.gate)
@@ -445,7 +467,11 @@ impl Pool {
         match result {
             Ok(Ok(conn)) => {
                 turn.hold();
-                Waited::Got(turn, conn)
+                Waited::Got(Got {
+                    turn,
+                    conn,
+                    from_sqlx_at: Instant::now(),
+                })
             }
             Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => {
                 turn.failed();
@@ -496,6 +522,8 @@ impl Pool {
     /// Closes every connection, waiting for leased ones to come back.
     pub async fn close(&self) {
         self.inner.slots.close();
+        // Dropped, they go back to sqlx, which closes them as it closes.
+        drop(self.inner.handoff.close());
         self.sqlx().close().await;
         self.inner.monitor.close().await;
         if let Some(pooler) = &self.inner.pooler {

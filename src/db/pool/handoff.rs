@@ -1,0 +1,150 @@
+//! Connections handed straight from a finished request to a waiting one.
+//!
+//! A connection that goes back to sqlx is pinged first (sqlx's return path
+//! sends a Sync and waits for PostgreSQL's answer, in a task of its own),
+//! then put in sqlx's idle queue, and only then can the slot wake a waiter,
+//! which takes it out again. Under load — requests waiting, as in every wave
+//! — that is a round trip to PostgreSQL, a task and a trip through sqlx's
+//! acquire per request, for a connection whose statement has just come back
+//! whole. So a lease that ends cleanly while requests wait leaves its
+//! connection here instead, and frees its slot: the waiter that slot wakes
+//! takes it at once ([`Handoff::take`], before anything else it would do
+//! to get a connection).
+//!
+//! A connection still goes through sqlx at least every [`THROUGH_SQLX_EVERY`]
+//! (so its ping on return and `DB_POOL_RECYCLE` apply, a second late at
+//! most), and one left here — its waiter gave up in between — goes back
+//! through sqlx on the trimmer's next round ([`Handoff::stale`]).
+//!
+//! For the slots' counting, a connection here is idle: open, not claimed.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+
+use super::slots::Store;
+
+/// The longest a connection is handed from request to request without going
+/// back through sqlx (its ping on return, its max lifetime).
+pub const THROUGH_SQLX_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection left for the next claim.
+pub struct Handed {
+    pub conn: PoolConnection<Postgres>,
+    /// When it last came out of sqlx.
+    pub from_sqlx_at: Instant,
+    /// When it was left here.
+    left_at: Instant,
+}
+
+#[derive(Default)]
+pub struct Handoff {
+    /// Last in, first out: the connection used last is the warmest.
+    handed: Mutex<Vec<Handed>>,
+    /// The list's length, readable without the lock (the slots count idle
+    /// connections on every return).
+    count: AtomicUsize,
+    /// Set when the pool closes: nothing is left here after that.
+    closed: AtomicBool,
+}
+
+impl Handoff {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Handed>> {
+        // A panic while holding the lock leaves the list whole: keep using it.
+        self.handed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves `conn` for the next claim, unless it is due to go back through
+    /// sqlx or the pool is closing: then it is given back to the caller.
+    pub fn offer(
+        &self,
+        conn: PoolConnection<Postgres>,
+        from_sqlx_at: Instant,
+    ) -> Result<(), PoolConnection<Postgres>> {
+        let now = Instant::now();
+        if now.duration_since(from_sqlx_at) >= THROUGH_SQLX_EVERY
+            || self.closed.load(Ordering::Acquire)
+        {
+            return Err(conn);
+        }
+        let mut handed = self.lock();
+        handed.push(Handed {
+            conn,
+            from_sqlx_at,
+            left_at: now,
+        });
+        self.count.store(handed.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A connection left here, if any.
+    pub fn take(&self) -> Option<Handed> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None; // the common case without load: no lock
+        }
+        let mut handed = self.lock();
+        let taken = handed.pop();
+        self.count.store(handed.len(), Ordering::Relaxed);
+        taken
+    }
+
+    /// Connections left here and not taken.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection has been left here for `age` or longer (nobody
+    /// came for it).
+    pub fn has_stale(&self, age: Duration) -> bool {
+        self.lock()
+            .first()
+            .is_some_and(|h| h.left_at.elapsed() >= age)
+    }
+
+    /// The connection left here longest, if that was `age` or longer ago:
+    /// it goes back through sqlx.
+    pub fn take_stale(&self, age: Duration) -> Option<PoolConnection<Postgres>> {
+        let mut handed = self.lock();
+        // Left in order, so the first is the oldest.
+        if handed.first()?.left_at.elapsed() < age {
+            return None;
+        }
+        let oldest = handed.remove(0);
+        self.count.store(handed.len(), Ordering::Relaxed);
+        Some(oldest.conn)
+    }
+
+    /// The pool is closing: takes out every connection left here, and
+    /// refuses new ones.
+    pub fn close(&self) -> Vec<PoolConnection<Postgres>> {
+        self.closed.store(true, Ordering::Release);
+        let mut handed = self.lock();
+        self.count.store(0, Ordering::Relaxed);
+        handed.drain(..).map(|h| h.conn).collect()
+    }
+}
+
+/// What the slots count: sqlx's pool, and the connections left here, which
+/// are idle too (open, unclaimed).
+pub struct Connections {
+    pub sqlx: PgPool,
+    pub handoff: Arc<Handoff>,
+}
+
+impl Store for Connections {
+    fn size(&self) -> u32 {
+        self.sqlx.size()
+    }
+
+    /// sqlx's idle count briefly wraps below zero while a connection is
+    /// handed over (its counter is decremented before it is incremented).
+    fn idle(&self) -> u32 {
+        let open = self.sqlx.size();
+        let in_sqlx = u32::try_from(self.sqlx.num_idle()).unwrap_or(0);
+        let handed = u32::try_from(self.handoff.count()).unwrap_or(u32::MAX);
+        in_sqlx.saturating_add(handed).min(open)
+    }
+}
