@@ -77,6 +77,55 @@ async fn kept_connections_stay_and_overflow_closes_when_returned() {
     assert_eq!(pool["live"]["open"], 3, "{pool}");
 }
 
+/// While requests wait, a finished request's connection goes straight to the
+/// next one, not back through the pool: `DB_POOL_RECYCLE` must still replace
+/// it however long the queue lasts, and once the queue is gone it is idle in
+/// the pool again.
+#[tokio::test]
+async fn a_connection_passed_between_waiting_requests_is_still_recycled_and_returned() {
+    let cluster = Cluster::shared();
+    let app = TestApp::spawn(&[
+        ("DB_POOL_SIZE", "1"),
+        ("DB_MAX_OVERFLOW", "0"),
+        ("DB_POOL_RECYCLE", "1"),
+    ])
+    .await;
+    wait_for_backends(cluster, &app.db_name, 1, Duration::from_secs(5)).await;
+
+    // 24 requests of 0.15 s on one connection: for 3.6 s, some always wait.
+    let answers = spawn_gets(&app.url("/test/postgres/?seconds=0.15"), 24);
+    let mut served_by = BTreeSet::new();
+    for a in answers {
+        let a = a.await.unwrap();
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+        served_by.insert(header(&a, "X-Backend-Pid").unwrap().parse::<u32>().unwrap());
+    }
+    assert!(
+        served_by.len() >= 2,
+        "DB_POOL_RECYCLE = 1 replaced no connection in 3.6 s of waiting requests: \
+         one backend served them all ({served_by:?})"
+    );
+
+    crate::helpers::eventually(
+        "the connection idle in the pool",
+        Duration::from_secs(2),
+        async || {
+            let live = json(&app.get("/pool").await)["live"].clone();
+            match (
+                &live["open"],
+                &live["idle"],
+                &live["in_use"],
+                &live["waiting"],
+            ) {
+                (o, i, u, w) if o == 1 && i == 1 && u == 0 && w == 0 => Ok(()),
+                _ => Err(live.to_string()),
+            }
+        },
+    )
+    .await;
+    wait_for_backends(cluster, &app.db_name, 1, Duration::from_secs(2)).await;
+}
+
 #[tokio::test]
 async fn overflow_idles_for_its_timeout_then_closes() {
     let cluster = Cluster::shared();
