@@ -79,8 +79,8 @@ async fn work_and_list(state: &AppState, work: Work) -> Result<Response, ApiErro
         .await
         .map_err(ApiError::Db)?;
 
-    // 50 rows are about 3 KB: one allocation instead of a dozen regrowths.
-    let mut body = Vec::with_capacity(64 * slept.rows.len() + 16);
+    // 50 rows are about 3.7 KB: one allocation instead of a dozen regrowths.
+    let mut body = Vec::with_capacity(80 * slept.rows.len() + 16);
     serde_json::to_writer(&mut body, &Body { data: &slept.rows })
         .map_err(|e| ApiError::Db(DbError::Other(format!("serialising rows: {e}"))))?;
     let mut resp = Response::builder()

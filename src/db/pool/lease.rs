@@ -110,8 +110,7 @@ impl Drop for Lease {
         }
         if self.clean && slots.queued() > 0 {
             match self.handoff.offer(conn, self.from_sqlx_at) {
-                // Freeing the slot wakes a waiter, which takes the connection.
-                Ok(()) => return drop(turn),
+                Ok(()) => return free_slot_for_waiter(turn),
                 Err(due) => conn = due,
             }
         }
@@ -124,6 +123,19 @@ pub struct Got {
     pub turn: Turn,
     pub conn: PoolConnection<Postgres>,
     pub from_sqlx_at: Instant,
+}
+
+/// Frees the slot of a connection left in the handoff, which wakes the
+/// waiter that takes it — from a task of its own. Woken from here, the
+/// waiter would wait in this worker's next-task slot, which the other worker
+/// cannot steal, until this request has decoded, serialised and sent its
+/// answer; from a spawned task the idle worker runs it at once, and the
+/// connection is busy again sooner (+4 % req/s under load, BENCHMARKS.md).
+fn free_slot_for_waiter(turn: Turn) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(async move { drop(turn) })),
+        Err(_) => drop(turn),
+    }
 }
 
 /// Puts a connection back in sqlx's idle queue, then frees its slot (see
