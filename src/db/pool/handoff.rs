@@ -18,7 +18,7 @@
 //!
 //! For the slots' counting, a connection here is idle: open, not claimed.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,19 +42,25 @@ pub struct Handed {
 
 #[derive(Default)]
 pub struct Handoff {
-    /// Last in, first out: the connection used last is the warmest.
-    handed: Mutex<Vec<Handed>>,
-    /// The list's length, readable without the lock (the slots count idle
-    /// connections on every return).
+    state: Mutex<State>,
+    /// How many are left here, readable without the lock (the slots count
+    /// idle connections on every return).
     count: AtomicUsize,
-    /// Set when the pool closes: nothing is left here after that.
-    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    /// In the order they were left: the last one is taken first (the
+    /// warmest), the first one is the oldest.
+    handed: Vec<Handed>,
+    /// The pool is closing: nothing is left here after that.
+    closed: bool,
 }
 
 impl Handoff {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Handed>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves the list whole: keep using it.
-        self.handed.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Leaves `conn` for the next claim, unless it is due to go back through
@@ -65,18 +71,19 @@ impl Handoff {
         from_sqlx_at: Instant,
     ) -> Result<(), PoolConnection<Postgres>> {
         let now = Instant::now();
-        if now.duration_since(from_sqlx_at) >= THROUGH_SQLX_EVERY
-            || self.closed.load(Ordering::Acquire)
-        {
+        if now.duration_since(from_sqlx_at) >= THROUGH_SQLX_EVERY {
             return Err(conn);
         }
-        let mut handed = self.lock();
-        handed.push(Handed {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(conn);
+        }
+        state.handed.push(Handed {
             conn,
             from_sqlx_at,
             left_at: now,
         });
-        self.count.store(handed.len(), Ordering::Relaxed);
+        self.count.store(state.handed.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -85,9 +92,9 @@ impl Handoff {
         if self.count.load(Ordering::Relaxed) == 0 {
             return None; // the common case without load: no lock
         }
-        let mut handed = self.lock();
-        let taken = handed.pop();
-        self.count.store(handed.len(), Ordering::Relaxed);
+        let mut state = self.lock();
+        let taken = state.handed.pop();
+        self.count.store(state.handed.len(), Ordering::Relaxed);
         taken
     }
 
@@ -100,6 +107,7 @@ impl Handoff {
     /// came for it).
     pub fn has_stale(&self, age: Duration) -> bool {
         self.lock()
+            .handed
             .first()
             .is_some_and(|h| h.left_at.elapsed() >= age)
     }
@@ -107,23 +115,22 @@ impl Handoff {
     /// The connection left here longest, if that was `age` or longer ago:
     /// it goes back through sqlx.
     pub fn take_stale(&self, age: Duration) -> Option<PoolConnection<Postgres>> {
-        let mut handed = self.lock();
-        // Left in order, so the first is the oldest.
-        if handed.first()?.left_at.elapsed() < age {
+        let mut state = self.lock();
+        if state.handed.first()?.left_at.elapsed() < age {
             return None;
         }
-        let oldest = handed.remove(0);
-        self.count.store(handed.len(), Ordering::Relaxed);
+        let oldest = state.handed.remove(0);
+        self.count.store(state.handed.len(), Ordering::Relaxed);
         Some(oldest.conn)
     }
 
     /// The pool is closing: takes out every connection left here, and
     /// refuses new ones.
     pub fn close(&self) -> Vec<PoolConnection<Postgres>> {
-        self.closed.store(true, Ordering::Release);
-        let mut handed = self.lock();
+        let mut state = self.lock();
+        state.closed = true;
         self.count.store(0, Ordering::Relaxed);
-        handed.drain(..).map(|h| h.conn).collect()
+        state.handed.drain(..).map(|h| h.conn).collect()
     }
 }
 
