@@ -16,16 +16,18 @@
 //! most), and one left here — its waiter gave up in between — goes back
 //! through sqlx on the trimmer's next round ([`Handoff::stale`]).
 //!
-//! For the slots' counting, a connection here is idle: open, not claimed.
+//! For the slots' counting, a connection here is not idle: the waiter its
+//! slot woke holds a claim to it. Counted idle, it made a returned overflow
+//! connection look surplus (QueuePool closes one when `DB_POOL_SIZE` sit
+//! idle and nobody waits) while it was on its way to a request: three times
+//! the overflow logins under steady load.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
-
-use super::slots::Store;
+use sqlx::Postgres;
 
 /// The longest a connection is handed from request to request without going
 /// back through sqlx (its ping on return, its max lifetime).
@@ -43,8 +45,8 @@ pub struct Handed {
 #[derive(Default)]
 pub struct Handoff {
     state: Mutex<State>,
-    /// How many are left here, readable without the lock (the slots count
-    /// idle connections on every return).
+    /// How many are left here, readable without the lock: a claim looks
+    /// here first, and most find nothing.
     count: AtomicUsize,
 }
 
@@ -98,11 +100,6 @@ impl Handoff {
         taken
     }
 
-    /// Connections left here and not taken.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
-    }
-
     /// Whether a connection has been left here for `age` or longer (nobody
     /// came for it).
     pub fn has_stale(&self, age: Duration) -> bool {
@@ -131,27 +128,5 @@ impl Handoff {
         state.closed = true;
         self.count.store(0, Ordering::Relaxed);
         state.handed.drain(..).map(|h| h.conn).collect()
-    }
-}
-
-/// What the slots count: sqlx's pool, and the connections left here, which
-/// are idle too (open, unclaimed).
-pub struct Connections {
-    pub sqlx: PgPool,
-    pub handoff: Arc<Handoff>,
-}
-
-impl Store for Connections {
-    fn size(&self) -> u32 {
-        self.sqlx.size()
-    }
-
-    /// sqlx's idle count briefly wraps below zero while a connection is
-    /// handed over (its counter is decremented before it is incremented).
-    fn idle(&self) -> u32 {
-        let open = self.sqlx.size();
-        let in_sqlx = u32::try_from(self.sqlx.num_idle()).unwrap_or(0);
-        let handed = u32::try_from(self.handoff.count()).unwrap_or(u32::MAX);
-        in_sqlx.saturating_add(handed).min(open)
     }
 }

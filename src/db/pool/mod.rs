@@ -78,7 +78,7 @@ use super::{application_name, POOL_APP};
 use crate::metrics::{observe, PoolMetrics, PoolSnapshot};
 use crate::settings::DatabaseSettings;
 use gate::{Gate, Gatekeeper};
-use handoff::{Connections, Handoff};
+use handoff::Handoff;
 use slots::{Slots, Turn};
 
 /// How often PostgreSQL checks, during a running statement, whether the
@@ -188,10 +188,7 @@ impl Pool {
             .map_err(|_| DbError::Other("the pool could not be built".into()))?;
         let handoff = Arc::new(Handoff::default());
         let slots = Arc::new(Slots::new(
-            Box::new(Connections {
-                sqlx: db.get_postgres_connection_pool().clone(),
-                handoff: handoff.clone(),
-            }),
+            Box::new(db.get_postgres_connection_pool().clone()),
             settings.pool_size,
             settings.pool_max(),
             settings.overflow_idle_timeout.is_zero(),

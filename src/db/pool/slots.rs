@@ -41,6 +41,19 @@ pub trait Store: Send + Sync {
     fn idle(&self) -> u32;
 }
 
+impl Store for sqlx::PgPool {
+    fn size(&self) -> u32 {
+        sqlx::PgPool::size(self)
+    }
+
+    /// sqlx's idle count briefly wraps below zero while a connection is
+    /// handed over (its counter is decremented before it is incremented).
+    fn idle(&self) -> u32 {
+        let open = sqlx::PgPool::size(self);
+        u32::try_from(self.num_idle()).map_or(0, |idle| idle.min(open))
+    }
+}
+
 /// The slow-path counts, changed together under one lock.
 #[derive(Debug, Default)]
 struct Parked {
