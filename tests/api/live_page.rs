@@ -86,26 +86,62 @@ pub fn node(script: &str) -> Command {
     cmd
 }
 
-/// Starts `cmd` with its standard output piped; its lines, as they come.
-fn lines_of(
-    cmd: &mut Command,
-) -> (
-    std::process::Child,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run node");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+/// A browser script running alongside the test: its output lines as they
+/// come, and what it wrote to stderr, for the failure message.
+struct Script {
+    child: std::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Script {
+    fn start(cmd: &mut Command) -> Script {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (pipe, collected) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut all = collected.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        Script {
+            child,
+            lines,
+            stderr,
         }
-    });
-    (child, rx)
+    }
+
+    /// The script's next line within a minute; fails naming `what` was
+    /// awaited and with what the script wrote to stderr.
+    async fn next_line(&mut self, what: &str) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv()).await;
+        match line {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!(
+                "{what}: the script ended ({:?}); its stderr:\n{}",
+                self.child.wait(),
+                self.stderr.lock().unwrap()
+            ),
+            Err(_) => panic!(
+                "{what}: nothing within 60 s; its stderr:\n{}",
+                self.stderr.lock().unwrap()
+            ),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,13 +152,9 @@ async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
     let app = TestApp::spawn(&[("DB_POOL_SIZE", "10"), ("DB_MAX_OVERFLOW", "10")]).await;
     let dir = browser_dir();
     let shot = dir.join("live-page.png");
-    let (mut node, mut rx) = lines_of(node("live-page.mjs").arg(app.url("/")).arg("30").arg(&shot));
-    let ready = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
-    assert_eq!(
-        ready.ok().flatten().as_deref(),
-        Some("ready"),
-        "the page did not load"
-    );
+    let mut script = Script::start(node("live-page.mjs").arg(app.url("/")).arg("30").arg(&shot));
+    let ready = script.next_line("the page loading").await;
+    assert_eq!(ready, "ready", "the page did not load");
 
     let picture = dir.join("run.html");
     let r = report(
@@ -141,12 +173,8 @@ async fn the_live_page_shows_the_pool_and_the_waves_in_a_real_browser() {
     );
     assert_eq!(r["statuses"]["200"], 30, "{r}");
 
-    let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-        .await
-        .ok()
-        .flatten()
-        .expect("the page's report");
-    let _ = node.wait();
+    let seen = script.next_line("the page's report").await;
+    let _ = script.child.wait();
     let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
     eprintln!(
         "measured: the page showed {seen}; screenshot {}",
@@ -199,18 +227,14 @@ async fn the_last_minute_chart_draws_the_pool_the_backends_and_the_lowered_limit
     ])
     .await;
     let shot = browser_dir().join("live-history.png");
-    let (mut node, mut rx) = lines_of(
+    let mut script = Script::start(
         node("live-history.mjs")
             .arg(app.url("/"))
             .arg("2")
             .arg(&shot),
     );
-    let ready = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await;
-    assert_eq!(
-        ready.ok().flatten().as_deref(),
-        Some("ready"),
-        "the page did not draw the last minute"
-    );
+    let ready = script.next_line("the last minute drawn").await;
+    assert_eq!(ready, "ready", "the page did not draw the last minute");
 
     let lowered = reqwest::Client::builder()
         .no_proxy()
@@ -223,12 +247,9 @@ async fn the_last_minute_chart_draws_the_pool_the_backends_and_the_lowered_limit
     assert_eq!(lowered.status().as_u16(), 200);
     let answers = spawn_gets(&app.url("/test/postgres/?seconds=1"), 4);
 
-    let seen = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-        .await
-        .ok()
-        .flatten()
-        .expect("the page's report");
-    let status = tokio::task::spawn_blocking(move || node.wait())
+    let seen = script.next_line("the page's report").await;
+    let mut child = script.child;
+    let status = tokio::task::spawn_blocking(move || child.wait())
         .await
         .unwrap()
         .unwrap();
