@@ -17,10 +17,10 @@
 //! through sqlx on the trimmer's next round ([`Handoff::stale`]).
 //!
 //! For the slots' counting, a connection here is not idle: the waiter its
-//! slot woke holds a claim to it. Counted idle, it made a returned overflow
-//! connection look surplus (QueuePool closes one when `DB_POOL_SIZE` sit
-//! idle and nobody waits) while it was on its way to a request: three times
-//! the overflow logins under steady load.
+//! slot woke holds a claim to it. Counted idle, it would make a returned
+//! overflow connection look surplus (QueuePool closes one when
+//! `DB_POOL_SIZE` sit idle and nobody waits) while it is on its way to a
+//! request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
