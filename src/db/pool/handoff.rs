@@ -14,7 +14,7 @@
 //! A connection still goes through sqlx at least every [`THROUGH_SQLX_EVERY`]
 //! (so its ping on return and `DB_POOL_RECYCLE` apply, a second late at
 //! most), and one left here — its waiter gave up in between — goes back
-//! through sqlx on the trimmer's next round ([`Handoff::stale`]).
+//! through sqlx on the trimmer's next round ([`Handoff::take_stale`]).
 //!
 //! For the slots' counting, a connection here is not idle: the waiter its
 //! slot woke holds a claim to it. Counted idle, it would make a returned

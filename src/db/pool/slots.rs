@@ -346,7 +346,7 @@ pub fn keep_on_return(idle_now: u32, pool_size: u32) -> bool {
 }
 
 /// One slot, claimed: held until the connection is back in the store (or
-/// the attempt to open one failed, [`Turn::vacate`]).
+/// the attempt to open one failed, [`Turn::failed`]).
 pub struct Turn {
     /// `None` for a slot taken from the vacant ones.
     permit: Option<OwnedSemaphorePermit>,
@@ -395,7 +395,7 @@ impl Turn {
         self.pauses = !self.keeper;
     }
 
-    /// A connection is had on this turn (see [`Turn::holding`]).
+    /// A connection is had on this turn (its slot is freed, not vacated, when the turn ends).
     pub fn hold(&mut self) {
         self.holding = true;
     }
