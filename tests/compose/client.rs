@@ -104,6 +104,14 @@ pub fn expectation<'a>(r: &'a Report, what: &str) -> &'a Expectation {
     }
 }
 
+/// Slots the verdict found held by another connection during the burst
+/// (0, or 1 when the database's health check fell on it).
+pub fn held_elsewhere(r: &Report) -> usize {
+    r.expectation
+        .as_ref()
+        .map_or(0, |e| e.verdict.held_elsewhere as usize)
+}
+
 /// Collects every failed check of one report, then fails listing all of
 /// them: one look at a failed run shows everything that differed.
 pub struct Checks {
@@ -148,7 +156,10 @@ impl Checks {
     }
 
     /// Some requests refused at once (`db_refused`, the first wave of the
-    /// report, within 1 s), the rest served in waves of these sizes.
+    /// report, within 1 s), the rest served in waves of these sizes (one
+    /// pool: every wave but the last as wide as the first). When the
+    /// verdict found a slot held elsewhere during the burst (the database's
+    /// health check), one more is refused and every wave is one narrower.
     #[track_caller]
     pub fn refused_then_served(
         &mut self,
@@ -156,9 +167,17 @@ impl Checks {
         refused: usize,
         waves: &[usize],
     ) -> &mut Checks {
-        let served: usize = waves.iter().sum();
+        let held = held_elsewhere(r);
+        let served = waves.iter().sum::<usize>() - held;
+        let refused = refused + held;
+        let width = waves[0] - held;
         let mut sizes = vec![(refused, 0)];
-        sizes.extend(waves.iter().map(|n| (*n, *n)));
+        let mut left = served;
+        while left > 0 {
+            let n = left.min(width);
+            sizes.push((n, n));
+            left -= n;
+        }
         let seen: Vec<(usize, usize)> = r.waves.iter().map(|w| (w.size, w.ok)).collect();
         self.eq(
             "statuses",
