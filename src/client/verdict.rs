@@ -39,8 +39,10 @@ pub const REFUSAL_WITHIN_S: f64 = 1.0;
 /// Slots another client may hold for a moment while the pools open their
 /// connections, and the run still match: the database's own health check
 /// (`pg_isready` every 2 s in the compose stack) is a backend holding one
-/// slot for a few milliseconds, and when it falls on the burst PostgreSQL
-/// grants one connection fewer than `/pool` counted. The run then matches
+/// slot from its startup packet to its exit, and when it falls on the burst
+/// PostgreSQL grants one connection fewer than `/pool` counted. With
+/// replicas the slot can stay unused: every replica that tries it in that
+/// moment is refused, and refuses the requests queued behind its attempt. The run then matches
 /// only if it is exactly the prediction for one slot fewer: each extra
 /// refusal a failed attempt, every wave one connection smaller. A pool that
 /// refused a request that should have waited keeps its waves' size and
@@ -396,8 +398,9 @@ impl std::fmt::Display for Verdict {
             } => write!(
                 f,
                 "matches (limited by {}; PostgreSQL granted {held_elsewhere} fewer than /pool \
-                 counted: another connection, such as the database's health check, held \
-                 {} while the pools opened theirs, and as many more attempts were refused)",
+                 counted: a connection outside the pools, such as the database's health \
+                 check, held {} for a moment while they opened theirs, and as many more \
+                 attempts were refused)",
                 limited_by.phrase(),
                 if *held_elsewhere == 1 {
                     "a slot"
