@@ -7,9 +7,9 @@
 //! It checks, in this order, and names the first difference:
 //!
 //! 1. the outcomes: no unexpected kinds; `db_refused` exactly as predicted
-//!    (or, with a slot held elsewhere during the burst, exactly as predicted
-//!    for one slot fewer: see [`HELD_ELSEWHERE_MAX`]) and all within
-//!    [`REFUSAL_WITHIN_S`]; the count of timeouts, all near
+//!    (a run that is exactly the prediction for one slot fewer is named as
+//!    such, [`Difference::SlotShort`], not as a pool refusing waiters) and
+//!    all within [`REFUSAL_WITHIN_S`]; the count of timeouts, all near
 //!    `DB_POOL_TIMEOUT`; the number of served waves and each one's size;
 //! 2. per served wave k, per answer:
 //!    * **the pool:** its wait (`pool` + `pooler`) is when wave k − 1's
@@ -35,19 +35,6 @@ use crate::contract::ServerTiming;
 
 /// Refusals must all arrive within this many seconds of the burst.
 pub const REFUSAL_WITHIN_S: f64 = 1.0;
-
-/// Slots another client may hold for a moment while the pools open their
-/// connections, and the run still match: the database's own health check
-/// (`pg_isready` every 2 s in the compose stack) is a backend holding one
-/// slot from its startup packet to its exit, and when it falls on the burst
-/// PostgreSQL grants one connection fewer than `/pool` counted. With
-/// replicas the slot can stay unused: every replica that tries it in that
-/// moment is refused, and refuses the requests queued behind its attempt. The run then matches
-/// only if it is exactly the prediction for one slot fewer: each extra
-/// refusal a failed attempt, every wave one connection smaller. A pool that
-/// refused a request that should have waited keeps its waves' size and
-/// still differs.
-pub const HELD_ELSEWHERE_MAX: u64 = 1;
 
 /// How much longer than the sleep the statement may run and still count as
 /// the machine rather than a difference: max(0.5 s, 25 %). A loaded 2-core
@@ -95,12 +82,7 @@ pub struct Observed {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    Matches {
-        limited_by: Layer,
-        /// Slots PostgreSQL did not grant because another connection held
-        /// them during the burst (at most [`HELD_ELSEWHERE_MAX`]).
-        held_elsewhere: u64,
-    },
+    Matches { limited_by: Layer },
     Differs(Difference),
 }
 
@@ -128,6 +110,20 @@ pub enum Difference {
         /// Connections the pools tried to open, and those PostgreSQL grants.
         attempts: u64,
         granted: u64,
+    },
+    /// The run is exactly the prediction for one slot fewer than `/pool`
+    /// counted: one more attempt refused, every wave one narrower. PostgreSQL
+    /// granted `granted`, not `counted`: a slot was held for a moment by
+    /// another connection while the pools opened theirs (the database's
+    /// health check, `pg_isready` every 2 s in the compose stack, holds one
+    /// from its startup packet to its exit), or, with replicas, went unused
+    /// in their race for the last slots. Not the pool refusing a request
+    /// that should have waited: that keeps the waves as wide as predicted.
+    SlotShort {
+        seen: u64,
+        expected: u64,
+        granted: u64,
+        counted: u64,
     },
     RefusedLate {
         at: f64,
@@ -200,26 +196,33 @@ pub enum Difference {
 
 /// Holds the run `o` against the prediction `p` for the plan `b`.
 pub fn compare(p: &Prediction, b: &Plan, o: &Observed) -> Verdict {
-    let matches = |held_elsewhere| Verdict::Matches {
-        limited_by: p.limited_by,
-        held_elsewhere,
-    };
-    let Some(d) = first_difference(p, b, o) else {
-        return matches(0);
-    };
-    if let Difference::Refused { seen, expected, .. } = d {
-        let held = seen.saturating_sub(expected);
-        if b.refuses_excess && (1..=HELD_ELSEWHERE_MAX).contains(&held) && held < b.concurrency {
-            let fewer = Plan {
-                concurrency: b.concurrency - held,
-                ..*b
-            };
-            if first_difference(&predict(&fewer), &fewer, o).is_none() {
-                return matches(held);
-            }
-        }
+    match first_difference(p, b, o) {
+        None => Verdict::Matches {
+            limited_by: p.limited_by,
+        },
+        Some(d) => Verdict::Differs(slot_short(b, o).unwrap_or(d)),
     }
-    Verdict::Differs(d)
+}
+
+/// [`Difference::SlotShort`], when the run is exactly the prediction for
+/// one slot fewer.
+fn slot_short(b: &Plan, o: &Observed) -> Option<Difference> {
+    if !b.refuses_excess || b.concurrency < 2 {
+        return None;
+    }
+    let fewer = Plan {
+        concurrency: b.concurrency - 1,
+        ..*b
+    };
+    let p = predict(&fewer);
+    first_difference(&p, &fewer, o)
+        .is_none()
+        .then(|| Difference::SlotShort {
+            seen: p.refused,
+            expected: p.refused - 1,
+            granted: fewer.concurrency,
+            counted: b.concurrency,
+        })
 }
 
 fn first_difference(p: &Prediction, b: &Plan, o: &Observed) -> Option<Difference> {
@@ -388,26 +391,9 @@ fn timing(sleep: f64, o: &Observed) -> Option<Difference> {
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Verdict::Matches {
-                limited_by,
-                held_elsewhere: 0,
-            } => write!(f, "matches (limited by {})", limited_by.phrase()),
-            Verdict::Matches {
-                limited_by,
-                held_elsewhere,
-            } => write!(
-                f,
-                "matches (limited by {}; PostgreSQL granted {held_elsewhere} fewer than /pool \
-                 counted: a connection outside the pools, such as the database's health \
-                 check, held {} for a moment while they opened theirs, and as many more \
-                 attempts were refused)",
-                limited_by.phrase(),
-                if *held_elsewhere == 1 {
-                    "a slot"
-                } else {
-                    "slots"
-                }
-            ),
+            Verdict::Matches { limited_by } => {
+                write!(f, "matches (limited by {})", limited_by.phrase())
+            }
             Verdict::Differs(d) => write!(f, "differs: {d}"),
         }
     }
@@ -421,13 +407,9 @@ impl std::fmt::Display for Verdict {
 pub struct VerdictLine {
     pub verdict: String,
     pub matches: bool,
-    /// A match with slots held elsewhere during the burst (left out when 0).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub held_elsewhere: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+    /// The difference was [`Difference::SlotShort`] (left out when not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slot_short: bool,
 }
 
 impl From<&Verdict> for VerdictLine {
@@ -435,10 +417,7 @@ impl From<&Verdict> for VerdictLine {
         VerdictLine {
             verdict: v.to_string(),
             matches: v.matches(),
-            held_elsewhere: match *v {
-                Verdict::Matches { held_elsewhere, .. } => held_elsewhere,
-                Verdict::Differs(_) => 0,
-            },
+            slot_short: matches!(v, Verdict::Differs(Difference::SlotShort { .. })),
         }
     }
 }
@@ -488,6 +467,20 @@ impl std::fmt::Display for Difference {
                 } else {
                     ": PostgreSQL granted more than /pool said (another client left?)"
                 }
+            ),
+            Difference::SlotShort {
+                seen,
+                expected,
+                granted,
+                counted,
+            } => write!(
+                f,
+                "{seen} × db_refused and waves of {granted}, expected {expected} and {counted}: \
+                 PostgreSQL granted one connection fewer than /pool counted while the pools \
+                 opened theirs (a slot held for a moment by another connection, such as the \
+                 database's health check, or with replicas left unused in their race for the \
+                 last slots); every refusal was a failed attempt and the rest waited, as in \
+                 QueuePool"
             ),
             Difference::RefusedLate { at } => write!(
                 f,
@@ -690,8 +683,7 @@ mod tests {
             assert_eq!(
                 compare(&p, &b, &as_predicted(&p, 5.0)),
                 Verdict::Matches {
-                    limited_by: b.limited_by,
-                    held_elsewhere: 0,
+                    limited_by: b.limited_by
                 },
                 "{b:?}"
             );
@@ -973,56 +965,61 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_held_elsewhere_during_the_burst_matches_and_says_so() {
-        // The database's health check held a slot while the pool opened its
-        // 60: 35 granted, so 25 refused and waves of 35.
+    fn one_slot_short_is_named_as_such_not_as_refused_waiters() {
+        // Another connection held a slot while the pool opened its 60: 35
+        // granted, so 25 refused and waves of 35.
         let b = plan(100, 60, 36);
         let p = predict(&b);
         let v = compare(&p, &b, &refused_then_waves(25, &[35, 35, 5]));
         assert_eq!(
-            v,
-            Verdict::Matches {
-                limited_by: Layer::Postgres,
-                held_elsewhere: 1
+            differs(v.clone()),
+            Difference::SlotShort {
+                seen: 25,
+                expected: 24,
+                granted: 35,
+                counted: 36
             }
         );
         assert!(v.to_string().starts_with(
-            "matches (limited by PostgreSQL; PostgreSQL granted 1 fewer than /pool counted"
+            "differs: 25 × db_refused and waves of 35, expected 24 and 36: PostgreSQL granted one"
         ));
-        assert_eq!(VerdictLine::from(&v).held_elsewhere, 1);
+        assert!(VerdictLine::from(&v).slot_short);
         // Three replicas × 10 + 10 against 34: 33 granted, 27 refused.
         let b = replicas(100, 3, 20, 34);
         let p = predict(&b);
         let v = compare(&p, &b, &refused_then_waves(27, &[33, 33, 7]));
-        assert!(v.matches(), "{v}");
+        assert!(VerdictLine::from(&v).slot_short, "{v}");
     }
 
     #[test]
-    fn an_extra_refusal_with_every_slot_serving_still_differs() {
+    fn an_extra_refusal_with_every_slot_serving_is_the_pool_refusing_waiters() {
         // One request refused that should have waited: the pool had all 36
         // connections, so the waves are 36 wide and the refusal is the pool's.
         let b = plan(100, 60, 36);
         let p = predict(&b);
-        assert!(matches!(
-            differs(compare(&p, &b, &refused_then_waves(25, &[36, 36, 3]))),
-            Difference::Refused {
-                seen: 25,
-                expected: 24,
-                ..
-            }
-        ));
-        // Two slots short is more than a health check explains.
-        assert!(matches!(
-            differs(compare(&p, &b, &refused_then_waves(26, &[34, 34, 6]))),
-            Difference::Refused { seen: 26, .. }
-        ));
+        let d = differs(compare(&p, &b, &refused_then_waves(25, &[36, 36, 3])));
+        assert!(
+            matches!(
+                d,
+                Difference::Refused {
+                    seen: 25,
+                    expected: 24,
+                    ..
+                }
+            ),
+            "{d}"
+        );
+        // Two slots short is not one.
+        let d = differs(compare(&p, &b, &refused_then_waves(26, &[34, 34, 6])));
+        assert!(matches!(d, Difference::Refused { seen: 26, .. }), "{d}");
+        // A run that matches is not short.
+        assert!(!VerdictLine::from(&compare(&p, &b, &as_predicted(&p, 5.0))).slot_short);
     }
 
     #[test]
     fn the_verdict_reads_as_before_in_the_json_report() {
         let m = Verdict::Matches {
             limited_by: Layer::Postgres,
-            held_elsewhere: 0,
         };
         let line = VerdictLine::from(&m);
         assert_eq!(

@@ -104,12 +104,12 @@ pub fn expectation<'a>(r: &'a Report, what: &str) -> &'a Expectation {
     }
 }
 
-/// Slots the verdict found held by another connection during the burst
-/// (0, or 1 when the database's health check fell on it).
-pub fn held_elsewhere(r: &Report) -> usize {
+/// 1 when the verdict found the run exactly the prediction for one slot
+/// fewer ([`poolscope::client::verdict::Difference::SlotShort`]), else 0.
+pub fn slot_short(r: &Report) -> usize {
     r.expectation
         .as_ref()
-        .map_or(0, |e| e.verdict.held_elsewhere as usize)
+        .map_or(0, |e| usize::from(e.verdict.slot_short))
 }
 
 /// Collects every failed check of one report, then fails listing all of
@@ -158,8 +158,8 @@ impl Checks {
     /// Some requests refused at once (`db_refused`, the first wave of the
     /// report, within 1 s), the rest served in waves of these sizes (one
     /// pool: every wave but the last as wide as the first). When the
-    /// verdict found a slot held elsewhere during the burst (the database's
-    /// health check), one more is refused and every wave is one narrower.
+    /// verdict found the run one slot short, one more is refused and every
+    /// wave is one narrower.
     #[track_caller]
     pub fn refused_then_served(
         &mut self,
@@ -167,7 +167,7 @@ impl Checks {
         refused: usize,
         waves: &[usize],
     ) -> &mut Checks {
-        let held = held_elsewhere(r);
+        let held = slot_short(r);
         let served = waves.iter().sum::<usize>() - held;
         let refused = refused + held;
         let width = waves[0] - held;
@@ -203,6 +203,27 @@ impl Checks {
         let e = expectation(r, &self.what);
         let (holds, seen) = (e.verdict.matches, e.verdict.to_string());
         self.that(holds, "verdict matches", seen)
+    }
+
+    /// The verdict matches, or finds the run exactly the prediction for one
+    /// slot fewer: PostgreSQL granted one connection fewer than `/pool`
+    /// counted while the pools opened theirs (a slot held for a moment by
+    /// the database's health check; with replicas, left unused in their
+    /// race for the last slots — seen in about 1 of 10 replica runs). The
+    /// pool's own rule still holds then: every refusal a failed attempt,
+    /// everyone else served in waves.
+    #[track_caller]
+    pub fn matches_or_slot_short(&mut self, r: &Report) -> &mut Checks {
+        let e = expectation(r, &self.what);
+        let holds = e.verdict.matches || e.verdict.slot_short;
+        if e.verdict.slot_short {
+            measured!("one slot short: {}", e.verdict);
+        }
+        self.that(
+            holds,
+            "verdict matches (or one slot short)",
+            e.verdict.to_string(),
+        )
     }
 
     #[track_caller]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use poolscope::budget::Layer;
 use poolscope::client::summary::Report;
 
-use crate::client::{expectation, held_elsewhere, kinds, statuses, wave_sizes, Checks};
+use crate::client::{expectation, kinds, slot_short, statuses, wave_sizes, Checks};
 use crate::http::{prometheus, Http};
 use crate::security;
 use crate::stack::{tail, Stack};
@@ -431,10 +431,10 @@ pub async fn scenario_2(stack: &Stack) {
             "the served wave at 5 ± 0.5 s",
             last_s(&r),
         )
-        .matches(&r)
+        .matches_or_slot_short(&r)
         .done();
     ok!(
-        "{} x 200 at ≈5 s, {} x 503 db_refused within 1 s; verdict matches",
+        "{} x 200 at ≈5 s, {} x 503 db_refused within 1 s; verdict as predicted or one slot short",
         r.statuses[&200],
         r.statuses[&503]
     );
@@ -449,10 +449,10 @@ pub async fn scenario_2(stack: &Stack) {
     let r = stack.client_json(&["100", "--json"], 300);
     Checks::of("scenario 2, client 100", &r)
         .refused_then_served(&r, 24, &[36, 36, 4])
-        .matches(&r)
+        .matches_or_slot_short(&r)
         .done();
     ok!(
-        "{} x 503 db_refused within 1 s, then {:?} x 200 in waves; verdict matches",
+        "{} x 503 db_refused within 1 s, then {:?} x 200 in waves; verdict as predicted or one slot short",
         r.statuses[&503],
         &wave_sizes(&r)[1..]
     );
@@ -583,9 +583,9 @@ pub async fn scenario_3(stack: &Stack, http: &Http) {
     let r = stack.client_json(&["100", "--json"], 300);
     let per_replica: usize = r.replicas.values().sum();
     let e = expectation(&r, "scenario 3");
-    // One more refused when the database's health check held a slot during
-    // the burst (the verdict says so, and holds the waves to it).
-    let refused = 26 + held_elsewhere(&r);
+    // One more refused when the run was one slot short (the verdict says
+    // so, and holds the waves to it).
+    let refused = 26 + slot_short(&r);
     Checks::of("scenario 3 report", &r)
         .eq(
             "statuses",
@@ -609,10 +609,10 @@ pub async fn scenario_3(stack: &Stack, http: &Http) {
             "a first wave of refusals only, within 1 s",
             r.waves.first().map(|w| (w.size, w.ok, w.last_s)),
         )
-        .matches(&r)
+        .matches_or_slot_short(&r)
         .eq("limited_by", e.prediction.limited_by, Layer::Postgres)
         .done();
-    ok!("{refused} x db_refused within 1 s, {} x 200 in waves, answers from 3 replicas; verdict matches (limited by PostgreSQL)", 100 - refused);
+    ok!("{refused} x db_refused within 1 s, {} x 200 in waves, answers from 3 replicas; verdict as predicted (limited by PostgreSQL) or one slot short", 100 - refused);
     let mut answers: Vec<usize> = r.replicas.values().copied().collect();
     answers.sort_unstable();
     let later: Vec<String> = r.waves[1..]
