@@ -200,13 +200,13 @@ pub fn compare(p: &Prediction, b: &Plan, o: &Observed) -> Verdict {
         None => Verdict::Matches {
             limited_by: p.limited_by,
         },
-        Some(d) => Verdict::Differs(slot_short(b, o).unwrap_or(d)),
+        Some(d) => Verdict::Differs(slot_short(p, b, o).unwrap_or(d)),
     }
 }
 
 /// [`Difference::SlotShort`], when the run is exactly the prediction for
-/// one slot fewer.
-fn slot_short(b: &Plan, o: &Observed) -> Option<Difference> {
+/// one slot fewer, and that prediction refuses one more than `p`.
+fn slot_short(p: &Prediction, b: &Plan, o: &Observed) -> Option<Difference> {
     if !b.refuses_excess || b.concurrency < 2 {
         return None;
     }
@@ -214,15 +214,15 @@ fn slot_short(b: &Plan, o: &Observed) -> Option<Difference> {
         concurrency: b.concurrency - 1,
         ..*b
     };
-    let p = predict(&fewer);
-    first_difference(&p, &fewer, o)
-        .is_none()
-        .then(|| Difference::SlotShort {
-            seen: p.refused,
-            expected: p.refused - 1,
+    let q = predict(&fewer);
+    (q.refused == p.refused + 1 && first_difference(&q, &fewer, o).is_none()).then_some(
+        Difference::SlotShort {
+            seen: q.refused,
+            expected: p.refused,
             granted: fewer.concurrency,
             counted: b.concurrency,
-        })
+        },
+    )
 }
 
 fn first_difference(p: &Prediction, b: &Plan, o: &Observed) -> Option<Difference> {

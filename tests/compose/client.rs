@@ -210,9 +210,8 @@ impl Checks {
     /// counted while the pools opened theirs (a slot held for a moment by
     /// the database's health check; with replicas, left unused in their
     /// race for the last slots — 3 of 4 runs of scenario 3 in this order
-    /// on a 2-core machine). The
-    /// pool's own rule still holds then: every refusal a failed attempt,
-    /// everyone else served in waves.
+    /// on a 2-core machine). The pool's own rule still holds then: every
+    /// refusal a failed attempt, everyone else served in waves.
     #[track_caller]
     pub fn matches_or_slot_short(&mut self, r: &Report) -> &mut Checks {
         let e = expectation(r, &self.what);
