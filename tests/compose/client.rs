@@ -209,7 +209,7 @@ impl Checks {
     /// slot fewer: PostgreSQL granted one connection fewer than `/pool`
     /// counted while the pools opened theirs (a slot held for a moment by
     /// the database's health check; with replicas, left unused in their
-    /// race for the last slots — 3 of 4 runs of scenario 3 in this order
+    /// race for the last slots — 3 of 5 runs of scenario 3 in this order
     /// on a 2-core machine). The pool's own rule still holds then: every
     /// refusal a failed attempt, everyone else served in waves.
     #[track_caller]
